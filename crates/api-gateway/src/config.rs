@@ -1,0 +1,74 @@
+//! The gateway's configuration: one typed struct, every knob an env var with a default.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::Parser;
+
+/// HTTP gateway that validates log events and produces them to Kafka, slowing clients down
+/// with 429s when the consumer falls behind.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "api-gateway", version, about, long_about = None)]
+pub struct Config {
+    /// Address the HTTP server listens on.
+    #[arg(long, env = "GATEWAY_ADDR", default_value = "0.0.0.0:8080")]
+    pub addr: SocketAddr,
+
+    /// Kafka bootstrap servers (comma-separated host:port).
+    #[arg(long, env = "KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
+    pub kafka_brokers: String,
+
+    /// Topic events are produced to.
+    #[arg(long, env = "KAFKA_TOPIC", default_value = "log-events")]
+    pub kafka_topic: String,
+
+    /// The longest a request waits for its delivery report, in milliseconds.
+    #[arg(long, env = "PRODUCE_TIMEOUT_MS", default_value_t = 10_000)]
+    pub produce_timeout_ms: u64,
+
+    /// Producer linger (librdkafka `linger.ms`): batching window for records.
+    #[arg(long, env = "KAFKA_LINGER_MS", default_value_t = 5)]
+    pub kafka_linger_ms: u64,
+
+    /// Producer compression (`none`, `gzip`, `snappy`, `lz4`, `zstd`).
+    #[arg(long, env = "KAFKA_COMPRESSION", default_value = "none")]
+    pub kafka_compression: String,
+
+    /// Largest single-event body in bytes (after decompression).
+    #[arg(long, env = "MAX_BODY_BYTES", default_value_t = 256 * 1024)]
+    pub max_body_bytes: usize,
+
+    /// Largest batch body in bytes (after decompression).
+    #[arg(long, env = "MAX_BATCH_BYTES", default_value_t = 5 * 1024 * 1024)]
+    pub max_batch_bytes: usize,
+
+    /// Most events in one batch request.
+    #[arg(long, env = "MAX_BATCH_EVENTS", default_value_t = 1000)]
+    pub max_batch_events: usize,
+
+    /// Answer 202 at enqueue instead of after the delivery report. Benchmarks only: an
+    /// acknowledged event could then still be lost.
+    #[arg(
+        long,
+        env = "BENCH_ACK_ON_ENQUEUE",
+        default_value_t = false,
+        hide = true
+    )]
+    pub bench_ack_on_enqueue: bool,
+
+    /// Log format: `json` or `text`.
+    #[arg(long, env = "LOG_FORMAT", default_value = "json")]
+    pub log_format: String,
+}
+
+impl Config {
+    /// The produce timeout as a duration.
+    pub fn produce_timeout(&self) -> Duration {
+        Duration::from_millis(self.produce_timeout_ms)
+    }
+
+    /// Defaults, as if no flag or env var were set (for tests).
+    pub fn defaults() -> Config {
+        Config::parse_from(["api-gateway"])
+    }
+}

@@ -1,0 +1,154 @@
+//! The HTTP boundary's error type, mapped to status codes and JSON bodies in one place.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use log_event::{BatchError, EventError, FieldError, ItemError};
+use serde_json::{json, Value};
+
+use crate::metrics;
+use crate::producer::ProduceError;
+
+/// Everything an ingest request can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("malformed JSON at line {line}, column {column}: {reason}")]
+    MalformedJson {
+        line: usize,
+        column: usize,
+        reason: String,
+    },
+    #[error("the event is invalid")]
+    InvalidEvent(Vec<FieldError>),
+    #[error("the batch is invalid")]
+    InvalidBatch(Vec<ItemError>),
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    PayloadTooLarge(String),
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    #[error("could not hand the event to Kafka: {0}")]
+    Unavailable(#[from] ProduceError),
+    #[error("{failed} of {total} events were not acknowledged by Kafka")]
+    PartialDelivery {
+        failed: usize,
+        total: usize,
+        failed_ids: Vec<String>,
+        retry_after: u64,
+    },
+}
+
+impl ApiError {
+    /// The stable machine-readable code in the body's `error` field.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::MalformedJson { .. } => "malformed_json",
+            ApiError::InvalidEvent(_) => "invalid_event",
+            ApiError::InvalidBatch(_) => "invalid_batch",
+            ApiError::BadRequest(_) => "bad_request",
+            ApiError::PayloadTooLarge(_) => "payload_too_large",
+            ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
+            ApiError::Unavailable(_) | ApiError::PartialDelivery { .. } => "unavailable",
+        }
+    }
+
+    fn status(&self) -> StatusCode {
+        match self {
+            ApiError::MalformedJson { .. }
+            | ApiError::InvalidEvent(_)
+            | ApiError::InvalidBatch(_)
+            | ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::Unavailable(_) | ApiError::PartialDelivery { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+        }
+    }
+
+    fn details(&self) -> Value {
+        match self {
+            ApiError::MalformedJson { line, column, .. } => {
+                json!([{"line": line, "column": column}])
+            }
+            ApiError::InvalidEvent(errors) => json!(errors),
+            ApiError::InvalidBatch(errors) => json!(errors),
+            ApiError::PartialDelivery { failed_ids, .. } => {
+                json!([{"failedEventIds": failed_ids}])
+            }
+            _ => json!([]),
+        }
+    }
+
+    fn retry_after(&self) -> Option<u64> {
+        match self {
+            ApiError::Unavailable(e) => Some(e.retry_after_secs()),
+            ApiError::PartialDelivery { retry_after, .. } => Some(*retry_after),
+            _ => None,
+        }
+    }
+}
+
+impl From<EventError> for ApiError {
+    fn from(e: EventError) -> Self {
+        match e {
+            EventError::Malformed {
+                line,
+                column,
+                reason,
+            } => ApiError::MalformedJson {
+                line,
+                column,
+                reason,
+            },
+            EventError::Invalid(fields) => ApiError::InvalidEvent(fields),
+        }
+    }
+}
+
+impl From<BatchError> for ApiError {
+    fn from(e: BatchError) -> Self {
+        match e {
+            BatchError::Malformed {
+                line,
+                column,
+                reason,
+            } => ApiError::MalformedJson {
+                line,
+                column,
+                reason,
+            },
+            BatchError::NotAnArray => ApiError::BadRequest(
+                "a batch must be a JSON array of events (or NDJSON with Content-Type: application/x-ndjson)".into(),
+            ),
+            BatchError::Empty => ApiError::BadRequest("the batch holds no events".into()),
+            BatchError::TooMany { count, max } => ApiError::PayloadTooLarge(format!(
+                "the batch holds {count} events; at most {max} are allowed"
+            )),
+            BatchError::Invalid(items) => ApiError::InvalidBatch(items),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        if status.is_server_error() {
+            tracing::warn!(error = %self, code = self.code(), "ingest unavailable");
+        }
+        metrics::event_rejected(self.code());
+        let body = json!({
+            "error": self.code(),
+            "message": self.to_string(),
+            "details": self.details(),
+        });
+        let mut response = (status, Json(body)).into_response();
+        if let Some(secs) = self.retry_after() {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        response
+    }
+}

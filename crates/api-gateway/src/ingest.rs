@@ -1,0 +1,82 @@
+//! `POST /api/logs` and `POST /api/logs/batch`: read, validate, produce, answer only once
+//! Kafka has acknowledged (or truthfully say it has not).
+
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use log_event::{parse_batch, LogEvent};
+use serde_json::json;
+
+use crate::body::{self, Expect};
+use crate::error::ApiError;
+use crate::{metrics, AppState};
+
+/// Wall-clock time in epoch milliseconds.
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+pub async fn ingest_one(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    body::content_format(&headers, Expect::Single)?;
+    let bytes = body::read(&headers, body, state.limits.max_body_bytes).await?;
+    let event = LogEvent::parse(&bytes, now_ms(), &state.limits.event)?;
+    let placement = state.producer.send(&event).await?;
+    metrics::events_accepted(1);
+    let body = json!({
+        "status": "accepted",
+        "eventId": event.event_id,
+        "partition": placement.partition,
+        "offset": placement.offset,
+    });
+    Ok((StatusCode::ACCEPTED, Json(body)).into_response())
+}
+
+pub async fn ingest_batch(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let format = body::content_format(&headers, Expect::Batch)?;
+    let bytes = body::read(&headers, body, state.limits.max_batch_bytes).await?;
+    let events = parse_batch(
+        &bytes,
+        format,
+        state.limits.max_batch_events,
+        now_ms(),
+        &state.limits.event,
+    )?;
+    let results = state.producer.send_all(&events).await;
+
+    let mut failed_ids = Vec::new();
+    let mut retry_after = 1;
+    for (event, result) in events.iter().zip(&results) {
+        if let Err(e) = result {
+            failed_ids.push(event.event_id.to_string());
+            retry_after = retry_after.max(e.retry_after_secs());
+        }
+    }
+    metrics::events_accepted(events.len() - failed_ids.len());
+    if !failed_ids.is_empty() {
+        return Err(ApiError::PartialDelivery {
+            failed: failed_ids.len(),
+            total: events.len(),
+            failed_ids,
+            retry_after,
+        });
+    }
+    let ids: Vec<_> = events.iter().map(|e| e.event_id).collect();
+    let body = json!({ "accepted": events.len(), "eventIds": ids });
+    Ok((StatusCode::ACCEPTED, Json(body)).into_response())
+}

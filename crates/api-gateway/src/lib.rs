@@ -1,0 +1,199 @@
+//! api-gateway: validates log events at the edge and hands them to Kafka durably, answering
+//! 202 only once the broker holds them.
+//!
+//! Data path: [`ingest`] (HTTP handlers) → [`body`] (limits, gzip) → `log_event` (validation)
+//! → [`producer`] (idempotent acks=all producer) → delivery report → 202.
+
+pub mod body;
+pub mod config;
+pub mod error;
+pub mod health;
+pub mod ingest;
+pub mod metrics;
+pub mod openapi;
+pub mod producer;
+pub mod telemetry;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::routing::{get, post};
+use axum::Router;
+use metrics_exporter_prometheus::PrometheusHandle;
+use tokio::net::TcpListener;
+
+pub use config::Config;
+use health::KafkaStatus;
+use producer::EventProducer;
+
+/// Request limits, resolved from the config once.
+#[derive(Debug, Clone)]
+pub struct RequestLimits {
+    pub event: log_event::Limits,
+    pub max_body_bytes: usize,
+    pub max_batch_bytes: usize,
+    pub max_batch_events: usize,
+}
+
+/// Shared state of every handler.
+pub struct AppState {
+    pub producer: EventProducer,
+    pub limits: RequestLimits,
+    pub kafka: Arc<KafkaStatus>,
+    pub metrics: PrometheusHandle,
+}
+
+/// Every route the gateway serves: the router and the OpenAPI document are checked against
+/// this list by tests.
+pub const ROUTES: &[(&str, &str)] = &[
+    ("post", "/api/logs"),
+    ("post", "/api/logs/batch"),
+    ("get", "/api/logs/health"),
+    ("get", "/health/live"),
+    ("get", "/health/ready"),
+    ("get", "/metrics"),
+    ("get", "/openapi.json"),
+];
+
+/// The gateway's HTTP routes over `state`.
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/api/logs", post(ingest::ingest_one))
+        .route("/api/logs/batch", post(ingest::ingest_batch))
+        .route("/api/logs/health", get(health::logs_health))
+        .route("/health/live", get(health::live))
+        .route("/health/ready", get(health::ready))
+        .route("/metrics", get(render_metrics))
+        .route("/openapi.json", get(openapi::serve))
+        .layer(axum::middleware::from_fn(metrics::track_http))
+        .with_state(state)
+}
+
+async fn render_metrics(
+    axum::extract::State(state): axum::extract::State<Arc<AppState>>,
+) -> String {
+    state.metrics.render()
+}
+
+/// A built gateway: bound listener, producer and background tasks.
+pub struct Application {
+    listener: TcpListener,
+    state: Arc<AppState>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    produce_timeout: Duration,
+}
+
+impl Application {
+    /// Connects the producer, binds the listener (port 0 picks a free port) and starts the
+    /// background tasks.
+    pub async fn build(cfg: Config) -> anyhow::Result<Application> {
+        let handle = metrics::install();
+        let producer = EventProducer::new(&cfg)?;
+        let kafka = Arc::new(KafkaStatus::default());
+        let mut tasks = Vec::new();
+        tasks.push(health::spawn_kafka_monitor(
+            producer.clone(),
+            kafka.clone(),
+            Duration::from_secs(2),
+        ));
+        let metrics_handle = handle.clone();
+        tasks.push(tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                metrics_handle.run_upkeep();
+            }
+        }));
+        let state = Arc::new(AppState {
+            producer,
+            limits: RequestLimits {
+                event: log_event::Limits::default(),
+                max_body_bytes: cfg.max_body_bytes,
+                max_batch_bytes: cfg.max_batch_bytes,
+                max_batch_events: cfg.max_batch_events,
+            },
+            kafka,
+            metrics: handle,
+        });
+        let listener = TcpListener::bind(cfg.addr).await?;
+        Ok(Application {
+            listener,
+            state,
+            tasks,
+            produce_timeout: cfg.produce_timeout(),
+        })
+    }
+
+    /// The bound address (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .expect("bound listener has an address")
+    }
+
+    /// The shared state (tests inspect it).
+    pub fn state(&self) -> Arc<AppState> {
+        self.state.clone()
+    }
+
+    /// Serves until `shutdown` resolves, then stops accepting, lets every in-flight request
+    /// get its real answer (bounded by the produce timeout plus a margin) and flushes the
+    /// producer.
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+        let graceful = async move {
+            shutdown.await;
+            tracing::info!("shutdown requested: draining in-flight requests");
+            let _ = stop_tx.send(true);
+        };
+        let app = router(self.state.clone());
+        let server = axum::serve(self.listener, app).with_graceful_shutdown(graceful);
+        let grace = self.produce_timeout + Duration::from_secs(5);
+        let deadline = async move {
+            let _ = stop_rx.wait_for(|stopped| *stopped).await;
+            tokio::time::sleep(grace).await;
+        };
+        tokio::select! {
+            served = server => served?,
+            () = deadline => tracing::warn!(?grace, "drain deadline passed; closing remaining connections"),
+        }
+        for task in &self.tasks {
+            task.abort();
+        }
+        let producer = self.state.producer.clone();
+        let flushed =
+            tokio::task::spawn_blocking(move || producer.flush(Duration::from_secs(5))).await;
+        match flushed {
+            Ok(Ok(())) => tracing::info!("producer flushed; bye"),
+            Ok(Err(e)) => tracing::warn!(error = %e, "producer flush incomplete"),
+            Err(e) => tracing::warn!(error = %e, "producer flush task failed"),
+        }
+        Ok(())
+    }
+}
+
+/// Resolves on SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+}

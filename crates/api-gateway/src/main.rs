@@ -1,0 +1,14 @@
+//! api-gateway binary: parse config, init telemetry, run until SIGTERM/SIGINT.
+
+use api_gateway::{shutdown_signal, telemetry, Application, Config};
+use clap::Parser;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cfg = Config::parse();
+    telemetry::init(&cfg.log_format);
+    tracing::info!(addr = %cfg.addr, brokers = %cfg.kafka_brokers, topic = %cfg.kafka_topic, "starting api-gateway");
+    let app = Application::build(cfg).await?;
+    tracing::info!(addr = %app.local_addr(), "listening");
+    app.run_until_stopped(shutdown_signal()).await
+}

@@ -1,0 +1,119 @@
+//! `GET /openapi.json`: the OpenAPI 3.1 description of every route (tests keep it in step
+//! with [`crate::ROUTES`]).
+
+use std::sync::OnceLock;
+
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use serde_json::{json, Value};
+
+/// The spec document.
+pub fn spec() -> &'static Value {
+    static SPEC: OnceLock<Value> = OnceLock::new();
+    SPEC.get_or_init(build)
+}
+
+pub async fn serve() -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        serde_json::to_string(spec()).expect("spec serializes"),
+    )
+        .into_response()
+}
+
+fn error_response(description: &str) -> Value {
+    json!({"description": description, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}})
+}
+
+fn limited(description: &str) -> Value {
+    let mut r = error_response(description);
+    r["headers"] = json!({
+        "Retry-After": {"schema": {"type": "integer", "minimum": 1}, "description": "Whole seconds until enough permits exist"},
+        "RateLimit-Limit": {"schema": {"type": "integer"}},
+        "RateLimit-Remaining": {"schema": {"type": "integer"}}
+    });
+    r
+}
+
+fn unavailable() -> Value {
+    let mut r = error_response("Kafka unreachable, producer queue full or delivery timed out; safe to retry with the same eventIds");
+    r["headers"] = json!({"Retry-After": {"schema": {"type": "integer", "minimum": 1}}});
+    r
+}
+
+fn build() -> Value {
+    let ingest_errors = |ok: Value| {
+        json!({
+            "202": ok,
+            "400": error_response("Malformed JSON or invalid fields (every problem listed in details)"),
+            "413": error_response("Body, decompressed body or batch too large"),
+            "415": error_response("Unsupported Content-Type or Content-Encoding"),
+            "429": limited("Rate limited under backpressure"),
+            "503": unavailable()
+        })
+    };
+    json!({
+        "openapi": "3.1.0",
+        "info": {
+            "title": "api-gateway",
+            "version": env!("CARGO_PKG_VERSION"),
+            "description": "Backpressure-aware log ingest: 202 means Kafka holds the event (acks=all, idempotent producer)."
+        },
+        "paths": {
+            "/api/logs": {"post": {
+                "summary": "Ingest one event",
+                "requestBody": {"required": true, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/LogEvent"}}}},
+                "responses": ingest_errors(json!({"description": "Kafka acknowledged the event", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Accepted"}}}}))
+            }},
+            "/api/logs/batch": {"post": {
+                "summary": "Ingest up to 1000 events, all or nothing",
+                "requestBody": {"required": true, "content": {
+                    "application/json": {"schema": {"type": "array", "items": {"$ref": "#/components/schemas/LogEvent"}, "maxItems": 1000}},
+                    "application/x-ndjson": {"schema": {"type": "string", "description": "One LogEvent JSON object per line"}}
+                }},
+                "responses": ingest_errors(json!({"description": "Kafka acknowledged every event", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/BatchAccepted"}}}}))
+            }},
+            "/api/logs/health": {"get": {
+                "summary": "Backpressure and dependency health",
+                "responses": {"200": {"description": "Health document", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Health"}}}}}
+            }},
+            "/health/live": {"get": {"summary": "The process is up", "responses": {"200": {"description": "Up"}}}},
+            "/health/ready": {"get": {"summary": "The producer has Kafka metadata for the topic", "responses": {"200": {"description": "Ready"}, "503": {"description": "Not ready"}}}},
+            "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {"200": {"description": "Prometheus text format", "content": {"text/plain": {}}}}}},
+            "/openapi.json": {"get": {"summary": "This document", "responses": {"200": {"description": "OpenAPI 3.1", "content": {"application/json": {}}}}}}
+        },
+        "components": {"schemas": {
+            "LogEvent": {
+                "type": "object",
+                "additionalProperties": false,
+                "required": ["correlationId", "severity", "message", "source", "timestamp"],
+                "properties": {
+                    "eventId": {"type": "string", "format": "uuid", "description": "Idempotency key; a UUIDv7 is assigned when absent"},
+                    "correlationId": {"type": "string", "minLength": 1, "maxLength": 128},
+                    "severity": {"type": "string", "enum": ["TRACE", "DEBUG", "INFO", "WARN", "ERROR", "FATAL"], "description": "Case-insensitive on input"},
+                    "message": {"type": "string", "minLength": 1, "description": "At most 32 KiB of UTF-8"},
+                    "source": {"type": "string", "minLength": 1, "maxLength": 128},
+                    "timestamp": {"type": "integer", "minimum": 946684800000i64, "description": "Epoch ms; at most 24 h in the future"},
+                    "attributes": {"type": "object", "maxProperties": 64, "additionalProperties": {"type": ["string", "number", "boolean"]}}
+                }
+            },
+            "Accepted": {"type": "object", "required": ["status", "eventId", "partition", "offset"], "properties": {
+                "status": {"const": "accepted"}, "eventId": {"type": "string", "format": "uuid"},
+                "partition": {"type": "integer"}, "offset": {"type": "integer"}
+            }},
+            "BatchAccepted": {"type": "object", "required": ["accepted", "eventIds"], "properties": {
+                "accepted": {"type": "integer"}, "eventIds": {"type": "array", "items": {"type": "string", "format": "uuid"}}
+            }},
+            "Error": {"type": "object", "required": ["error", "message", "details"], "properties": {
+                "error": {"type": "string"}, "message": {"type": "string"}, "details": {"type": "array"}
+            }},
+            "Health": {"type": "object", "required": ["status", "kafka"], "properties": {
+                "status": {"type": "string", "enum": ["healthy", "degraded", "critical"]},
+                "consumerLag": {"type": "integer"}, "lagAgeSeconds": {"type": "number"},
+                "currentRate": {"type": "number"}, "availablePermissions": {"type": "number"},
+                "kafka": {"type": "string", "enum": ["up", "down"]},
+                "redis": {"type": "string", "enum": ["up", "down", "disabled"]}
+            }}
+        }}
+    })
+}
