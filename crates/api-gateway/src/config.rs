@@ -26,6 +26,11 @@ pub struct Config {
     #[arg(long, env = "PRODUCE_TIMEOUT_MS", default_value_t = 10_000)]
     pub produce_timeout_ms: u64,
 
+    /// librdkafka `message.timeout.ms`: how long a record may wait for the broker before
+    /// librdkafka gives up on it (never shorter than the produce timeout).
+    #[arg(long, env = "KAFKA_MESSAGE_TIMEOUT_MS", default_value_t = 300_000)]
+    pub kafka_message_timeout_ms: u64,
+
     /// Producer linger (librdkafka `linger.ms`): batching window for records.
     #[arg(long, env = "KAFKA_LINGER_MS", default_value_t = 5)]
     pub kafka_linger_ms: u64,
@@ -33,6 +38,10 @@ pub struct Config {
     /// Producer compression (`none`, `gzip`, `snappy`, `lz4`, `zstd`).
     #[arg(long, env = "KAFKA_COMPRESSION", default_value = "none")]
     pub kafka_compression: String,
+
+    /// librdkafka debug contexts (e.g. `broker,msg,eos`), for troubleshooting.
+    #[arg(long, env = "KAFKA_DEBUG")]
+    pub kafka_debug: Option<String>,
 
     /// Largest single-event body in bytes (after decompression).
     #[arg(long, env = "MAX_BODY_BYTES", default_value_t = 256 * 1024)]

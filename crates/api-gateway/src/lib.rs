@@ -9,6 +9,7 @@ pub mod config;
 pub mod error;
 pub mod health;
 pub mod ingest;
+pub mod kafka_context;
 pub mod metrics;
 pub mod openapi;
 pub mod producer;

@@ -11,6 +11,7 @@ use rdkafka::util::Timeout;
 use tokio::time::timeout_at;
 
 use crate::config::Config;
+use crate::kafka_context::TracingContext;
 use crate::metrics;
 
 /// Why an event was not acknowledged.
@@ -51,7 +52,7 @@ pub struct Pending {
 /// The gateway's Kafka producer.
 #[derive(Clone)]
 pub struct EventProducer {
-    producer: FutureProducer,
+    producer: FutureProducer<TracingContext>,
     topic: String,
     timeout: Duration,
     ack_on_enqueue: bool,
@@ -59,15 +60,22 @@ pub struct EventProducer {
 
 impl EventProducer {
     /// Builds the producer. Settings: idempotence (hence acks=all and safe retries),
-    /// murmur2 key hashing (same partition as Java clients for the same correlationId),
-    /// and a delivery timeout just under the HTTP produce timeout so the report, not our
-    /// timer, decides the answer.
+    /// murmur2 key hashing (same partition as Java clients for the same correlationId).
+    ///
+    /// The HTTP answer is bounded by `PRODUCE_TIMEOUT_MS`; librdkafka's own
+    /// `message.timeout.ms` is deliberately much longer (`KAFKA_MESSAGE_TIMEOUT_MS`, 300 s).
+    /// A record that times out inside librdkafka makes the idempotent producer bump its
+    /// epoch, and tansu 0.6.0's sqlite engine panics on the first produce with a bumped
+    /// epoch, wedging the broker until restarted. Keeping records queued through a short
+    /// outage avoids that path; the client already got a 503 (retry with the same eventIds
+    /// is safe: the consumer stores each id once).
     pub fn new(cfg: &Config) -> Result<Self, KafkaError> {
         let timeout = cfg.produce_timeout();
         let message_timeout = timeout
             .saturating_sub(Duration::from_millis(500))
             .max(Duration::from_millis(1000));
-        let producer: FutureProducer = ClientConfig::new()
+        let mut client = ClientConfig::new();
+        client
             .set("bootstrap.servers", &cfg.kafka_brokers)
             .set("client.id", "api-gateway")
             .set("enable.idempotence", "true")
@@ -82,8 +90,11 @@ impl EventProducer {
             .set("queue.buffering.max.messages", "200000")
             .set("queue.buffering.max.kbytes", "262144")
             .set("batch.num.messages", "10000")
-            .set("socket.keepalive.enable", "true")
-            .create()?;
+            .set("socket.keepalive.enable", "true");
+        if let Some(debug) = &cfg.kafka_debug {
+            client.set("debug", debug);
+        }
+        let producer = client.create_with_context(TracingContext)?;
         Ok(Self {
             producer,
             topic: cfg.kafka_topic.clone(),
@@ -98,7 +109,7 @@ impl EventProducer {
     }
 
     /// The underlying client (metadata, flush).
-    pub fn inner(&self) -> &FutureProducer {
+    pub fn inner(&self) -> &FutureProducer<TracingContext> {
         &self.producer
     }
 

@@ -1,0 +1,163 @@
+//! Shared helpers for the gateway's integration tests: a gateway on a fresh topic of the
+//! shared tansu broker, request builders and a topic reader.
+#![allow(dead_code, unreachable_pub)]
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use api_gateway::{Application, Config};
+use clap::Parser;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
+use serde_json::{json, Value};
+
+pub struct TestGateway {
+    pub addr: SocketAddr,
+    pub topic: String,
+    pub brokers: String,
+    pub client: reqwest::Client,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    done: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+pub fn config(brokers: &str, topic: &str, extra: &[&str]) -> Config {
+    let mut args = vec![
+        "api-gateway".to_owned(),
+        "--addr=127.0.0.1:0".to_owned(),
+        format!("--kafka-brokers={brokers}"),
+        format!("--kafka-topic={topic}"),
+        "--log-format=text".to_owned(),
+    ];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    Config::parse_from(args)
+}
+
+impl TestGateway {
+    /// A gateway on its own new topic of the shared broker.
+    pub async fn start(extra: &[&str]) -> TestGateway {
+        let brokers = test_support::broker().brokers();
+        let topic = test_support::unique("gw");
+        test_support::create_topic(&brokers, &topic, 3).await;
+        Self::start_with(config(&brokers, &topic, extra)).await
+    }
+
+    pub async fn start_with(cfg: Config) -> TestGateway {
+        let brokers = cfg.kafka_brokers.clone();
+        let topic = cfg.kafka_topic.clone();
+        let app = Application::build(cfg).await.expect("gateway builds");
+        let addr = app.local_addr();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let done = tokio::spawn(app.run_until_stopped(async move {
+            let _ = rx.await;
+        }));
+        let gw = TestGateway {
+            addr,
+            topic,
+            brokers,
+            client: reqwest::Client::new(),
+            stop: Some(tx),
+            done: Some(done),
+        };
+        gw.wait_ready().await;
+        gw
+    }
+
+    pub async fn wait_ready(&self) {
+        let ready = test_support::wait_until(Duration::from_secs(30), || async {
+            matches!(self.client.get(self.url("/health/ready")).send().await, Ok(r) if r.status() == 200)
+        })
+        .await;
+        assert!(ready, "gateway never became ready");
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    pub async fn post_json(&self, path: &str, body: &Value) -> reqwest::Response {
+        self.client
+            .post(self.url(path))
+            .header("content-type", "application/json")
+            .body(body.to_string())
+            .send()
+            .await
+            .expect("request sent")
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(done) = self.done.take() {
+            done.await.expect("join").expect("clean shutdown");
+        }
+    }
+}
+
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+pub fn event(severity: &str, i: usize) -> Value {
+    json!({
+        "correlationId": format!("corr-{i}"),
+        "severity": severity,
+        "message": format!("message number {i} with \"quotes\" and ünïcode"),
+        "source": "integration-test",
+        "timestamp": now_ms() - 1000,
+        "attributes": {"n": i, "ok": true, "tag": "t"}
+    })
+}
+
+/// Reads the record at (partition, offset) of `topic`.
+pub fn read_record(brokers: &str, topic: &str, partition: i32, offset: i64) -> (Vec<u8>, Vec<u8>) {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", test_support::unique("reader"))
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer");
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, partition, Offset::Offset(offset))
+        .unwrap();
+    consumer.assign(&tpl).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) {
+            if m.offset() == offset {
+                return (
+                    m.key().unwrap_or_default().to_vec(),
+                    m.payload().unwrap_or_default().to_vec(),
+                );
+            }
+        }
+    }
+    panic!("no record at {topic}/{partition}@{offset}");
+}
+
+/// Reads every record of the topic (all partitions) until `count` are seen.
+pub fn read_all(brokers: &str, topic: &str, count: usize) -> Vec<Vec<u8>> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", test_support::unique("reader"))
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer");
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..3 {
+        tpl.add_partition_offset(topic, p, Offset::Beginning)
+            .unwrap();
+    }
+    consumer.assign(&tpl).unwrap();
+    let mut out = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while out.len() < count && Instant::now() < deadline {
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) {
+            out.push(m.payload().unwrap_or_default().to_vec());
+        }
+    }
+    out
+}
