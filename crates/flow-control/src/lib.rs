@@ -1,0 +1,20 @@
+//! Pure flow-control logic for the ingest pipeline: the lag→rate policy, token buckets with a
+//! severity-reserved share, the database circuit breaker, per-partition offset watermarks and
+//! retry backoff. No I/O and no clock of its own: every time-dependent call takes `now`, so
+//! everything here is unit-tested without sleeping.
+
+pub mod backoff;
+pub mod circuit_breaker;
+pub mod priority;
+pub mod rate_policy;
+pub mod token_bucket;
+pub mod watermark;
+
+pub use backoff::Backoff;
+pub use circuit_breaker::{
+    BreakerConfig, BreakerState, CircuitBreaker, NotPermitted, Outcome, Transition,
+};
+pub use priority::{Class, Pool, PriorityBudget, Rejection};
+pub use rate_policy::{LoadStatus, PolicyError, RatePolicy};
+pub use token_bucket::{retry_after_secs, Deficit, TokenBucket};
+pub use watermark::{OffsetTracker, PartitionWatermark};
