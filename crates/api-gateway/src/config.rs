@@ -43,6 +43,42 @@ pub struct Config {
     #[arg(long, env = "KAFKA_DEBUG")]
     pub kafka_debug: Option<String>,
 
+    /// Consumer group whose lag drives the rate.
+    #[arg(long, env = "KAFKA_GROUP_ID", default_value = "log-consumer-group")]
+    pub kafka_group_id: String,
+
+    /// How often consumer lag is measured, in milliseconds.
+    #[arg(long, env = "LAG_INTERVAL_MS", default_value_t = 5000)]
+    pub lag_interval_ms: u64,
+
+    /// Events/s admitted while lag <= LAG_NORMAL.
+    #[arg(long, env = "RATE_MAX", default_value_t = 1000.0)]
+    pub rate_max: f64,
+
+    /// Events/s admitted while lag >= LAG_CRITICAL.
+    #[arg(long, env = "RATE_MIN", default_value_t = 100.0)]
+    pub rate_min: f64,
+
+    /// Lag below which the system is healthy (full rate up to here).
+    #[arg(long, env = "LAG_NORMAL", default_value_t = 10_000)]
+    pub lag_normal: u64,
+
+    /// Lag from which the system is critical (minimum rate, low severities shed).
+    #[arg(long, env = "LAG_CRITICAL", default_value_t = 50_000)]
+    pub lag_critical: u64,
+
+    /// While critical, events below this severity get 429.
+    #[arg(long, env = "SHED_BELOW", default_value = "WARN")]
+    pub shed_below: log_event::Severity,
+
+    /// Share of the rate reserved for ERROR and FATAL events (0..1).
+    #[arg(long, env = "RESERVED_SHARE", default_value_t = 0.1)]
+    pub reserved_share: f64,
+
+    /// Redis holding the cluster-wide budget; empty disables it (each gateway limits alone).
+    #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379")]
+    pub redis_url: String,
+
     /// Largest single-event body in bytes (after decompression).
     #[arg(long, env = "MAX_BODY_BYTES", default_value_t = 256 * 1024)]
     pub max_body_bytes: usize,

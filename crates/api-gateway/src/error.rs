@@ -6,8 +6,10 @@ use axum::Json;
 use log_event::{BatchError, EventError, FieldError, ItemError};
 use serde_json::{json, Value};
 
+use crate::backpressure::Limited;
 use crate::metrics;
 use crate::producer::ProduceError;
+use crate::rate_limit::RateLimited;
 
 /// Everything an ingest request can fail with.
 #[derive(Debug, thiserror::Error)]
@@ -30,6 +32,8 @@ pub enum ApiError {
     UnsupportedMediaType(String),
     #[error("could not hand the event to Kafka: {0}")]
     Unavailable(#[from] ProduceError),
+    #[error("rate limited ({})", .0.reason)]
+    RateLimited(Limited),
     #[error("{failed} of {total} events were not acknowledged by Kafka")]
     PartialDelivery {
         failed: usize,
@@ -50,6 +54,7 @@ impl ApiError {
             ApiError::PayloadTooLarge(_) => "payload_too_large",
             ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
             ApiError::Unavailable(_) | ApiError::PartialDelivery { .. } => "unavailable",
+            ApiError::RateLimited(l) => l.reason,
         }
     }
 
@@ -64,6 +69,7 @@ impl ApiError {
             ApiError::Unavailable(_) | ApiError::PartialDelivery { .. } => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
+            ApiError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
         }
     }
 
@@ -133,11 +139,14 @@ impl From<BatchError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        metrics::event_rejected(self.code());
+        if let ApiError::RateLimited(limited) = self {
+            return RateLimited(limited).into_response();
+        }
         let status = self.status();
         if status.is_server_error() {
             tracing::warn!(error = %self, code = self.code(), "ingest unavailable");
         }
-        metrics::event_rejected(self.code());
         let body = json!({
             "error": self.code(),
             "message": self.to_string(),

@@ -91,10 +91,11 @@ pub async fn ready(State(state): State<Arc<AppState>>) -> Response {
 
 pub async fn logs_health(State(state): State<Arc<AppState>>) -> Response {
     let kafka = if state.kafka.is_up() { "up" } else { "down" };
-    let body = json!({
+    let mut body = json!({
         "status": "healthy",
         "kafka": kafka,
         "producerQueue": state.producer.queue_depth(),
     });
+    state.backpressure.fill_health(&mut body);
     Json(body).into_response()
 }

@@ -8,10 +8,12 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
+use axum::Extension;
 use axum::Json;
 use log_event::{parse_batch, LogEvent};
 use serde_json::json;
 
+use crate::backpressure::Permit;
 use crate::body::{self, Expect};
 use crate::error::ApiError;
 use crate::{metrics, AppState};
@@ -26,12 +28,14 @@ pub fn now_ms() -> i64 {
 
 pub async fn ingest_one(
     State(state): State<Arc<AppState>>,
+    permit: Option<Extension<Permit>>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
     body::content_format(&headers, Expect::Single)?;
     let bytes = body::read(&headers, body, state.limits.max_body_bytes).await?;
     let event = LogEvent::parse(&bytes, now_ms(), &state.limits.event)?;
+    charge(&state, permit, std::slice::from_ref(&event)).await?;
     let placement = state.producer.send(&event).await?;
     metrics::events_accepted(1);
     let body = json!({
@@ -45,6 +49,7 @@ pub async fn ingest_one(
 
 pub async fn ingest_batch(
     State(state): State<Arc<AppState>>,
+    permit: Option<Extension<Permit>>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
@@ -57,6 +62,7 @@ pub async fn ingest_batch(
         now_ms(),
         &state.limits.event,
     )?;
+    charge(&state, permit, &events).await?;
     let results = state.producer.send_all(&events).await;
 
     let mut failed_ids = Vec::new();
@@ -79,4 +85,21 @@ pub async fn ingest_batch(
     let ids: Vec<_> = events.iter().map(|e| e.event_id).collect();
     let body = json!({ "accepted": events.len(), "eventIds": ids });
     Ok((StatusCode::ACCEPTED, Json(body)).into_response())
+}
+
+/// Charges the parsed events against the budget (the limiter took the first permit).
+async fn charge(
+    state: &AppState,
+    permit: Option<Extension<Permit>>,
+    events: &[LogEvent],
+) -> Result<(), ApiError> {
+    let Some(Extension(permit)) = permit else {
+        // Routes mounted without the limiter (none in production) are not charged.
+        return Ok(());
+    };
+    state
+        .backpressure
+        .charge_rest(permit, events)
+        .await
+        .map_err(ApiError::RateLimited)
 }

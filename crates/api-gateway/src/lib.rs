@@ -4,15 +4,19 @@
 //! Data path: [`ingest`] (HTTP handlers) → [`body`] (limits, gzip) → `log_event` (validation)
 //! → [`producer`] (idempotent acks=all producer) → delivery report → 202.
 
+pub mod backpressure;
 pub mod body;
 pub mod config;
 pub mod error;
 pub mod health;
 pub mod ingest;
 pub mod kafka_context;
+pub mod lag;
 pub mod metrics;
 pub mod openapi;
 pub mod producer;
+pub mod rate_limit;
+pub mod redis_budget;
 pub mod telemetry;
 
 use std::future::Future;
@@ -44,6 +48,7 @@ pub struct AppState {
     pub limits: RequestLimits,
     pub kafka: Arc<KafkaStatus>,
     pub metrics: PrometheusHandle,
+    pub backpressure: Arc<backpressure::Backpressure>,
 }
 
 /// Every route the gateway serves: the router and the OpenAPI document are checked against
@@ -60,9 +65,10 @@ pub const ROUTES: &[(&str, &str)] = &[
 
 /// The gateway's HTTP routes over `state`.
 pub fn router(state: Arc<AppState>) -> Router {
+    let limiter = rate_limit::RateLimitLayer::new(state.backpressure.clone());
     Router::new()
-        .route("/api/logs", post(ingest::ingest_one))
-        .route("/api/logs/batch", post(ingest::ingest_batch))
+        .route("/api/logs", post(ingest::ingest_one).layer(limiter.clone()))
+        .route("/api/logs/batch", post(ingest::ingest_batch).layer(limiter))
         .route("/api/logs/health", get(health::logs_health))
         .route("/health/live", get(health::live))
         .route("/health/ready", get(health::ready))
@@ -99,11 +105,54 @@ impl Application {
             kafka.clone(),
             Duration::from_secs(2),
         ));
+        let policy = flow_control::RatePolicy::new(
+            cfg.rate_max,
+            cfg.rate_min,
+            cfg.lag_normal,
+            cfg.lag_critical,
+        )?;
+        let redis = if cfg.redis_url.trim().is_empty() {
+            None
+        } else {
+            let prefix = format!("ingest:{}:{}", cfg.kafka_group_id, cfg.kafka_topic);
+            Some(redis_budget::RedisBudget::new(&cfg.redis_url, prefix)?)
+        };
+        let lag_interval = Duration::from_millis(cfg.lag_interval_ms.max(100));
+        let budget = backpressure::Backpressure::new(
+            backpressure::BudgetConfig {
+                policy,
+                shed_below: cfg.shed_below,
+                reserved_share: cfg.reserved_share.clamp(0.0, 1.0),
+                shed_retry: lag_interval.max(Duration::from_secs(1)),
+            },
+            redis,
+        );
+        let reader =
+            lag::LagReader::new(&cfg.kafka_brokers, &cfg.kafka_group_id, &cfg.kafka_topic)?;
+        tasks.push(lag::spawn_lag_monitor(reader, budget.clone(), lag_interval));
+        if budget.redis().is_some() {
+            let b = budget.clone();
+            tasks.push(tokio::spawn(async move {
+                let ttl = Duration::from_secs(10);
+                loop {
+                    if let Some(redis) = b.redis() {
+                        b.heartbeat(redis.heartbeat(ttl).await);
+                    }
+                    tokio::time::sleep(Duration::from_secs(2)).await;
+                }
+            }));
+        }
         let metrics_handle = handle.clone();
+        let b = budget.clone();
         tasks.push(tokio::spawn(async move {
+            let mut tick = 0u32;
             loop {
-                tokio::time::sleep(Duration::from_secs(5)).await;
-                metrics_handle.run_upkeep();
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                metrics::limiter_available(b.available());
+                tick += 1;
+                if tick % 5 == 0 {
+                    metrics_handle.run_upkeep();
+                }
             }
         }));
         let state = Arc::new(AppState {
@@ -116,6 +165,7 @@ impl Application {
             },
             kafka,
             metrics: handle,
+            backpressure: budget,
         });
         let listener = TcpListener::bind(cfg.addr).await?;
         Ok(Application {
@@ -164,6 +214,9 @@ impl Application {
         }
         for task in &self.tasks {
             task.abort();
+        }
+        if let Some(redis) = self.state.backpressure.redis() {
+            redis.leave().await;
         }
         let producer = self.state.producer.clone();
         let flushed =

@@ -118,3 +118,36 @@ pub fn producer_queue(depth: i32) {
 pub fn kafka_up(up: bool) {
     gauge!(KAFKA_UP).set(if up { 1.0 } else { 0.0 });
 }
+
+pub fn limiter_rate(rate: f64, status: f64) {
+    gauge!(LIMITER_RATE).set(rate);
+    gauge!(BACKPRESSURE_STATUS).set(status);
+}
+
+pub fn limiter_available(permits: f64) {
+    gauge!(LIMITER_AVAILABLE).set(permits);
+}
+
+pub fn limiter_rejected(reason: &'static str) {
+    counter!(LIMITER_REJECTED_TOTAL, "reason" => reason).increment(1);
+}
+
+pub fn total_lag(lag: u64) {
+    gauge!(CONSUMER_LAG).set(lag as f64);
+}
+
+pub fn partition_lag(partition: i32, lag: u64) {
+    gauge!(CONSUMER_LAG, "partition" => partition.to_string()).set(lag as f64);
+}
+
+pub fn lag_age(age: Option<f64>) {
+    gauge!(CONSUMER_LAG_AGE_SECONDS).set(age.unwrap_or(-1.0));
+}
+
+pub fn redis_up(up: bool) {
+    gauge!(REDIS_UP).set(if up { 1.0 } else { 0.0 });
+}
+
+pub fn replicas(n: usize) {
+    gauge!(GATEWAY_REPLICAS).set(n as f64);
+}

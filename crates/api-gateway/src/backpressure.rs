@@ -1,0 +1,398 @@
+//! The adaptive budget: consumer lag sets the rate (flow_control::RatePolicy), and each
+//! request is charged in events against a cluster-wide budget in Redis, or a local one
+//! (rate ÷ replicas) when Redis is disabled or unreachable. Redis trouble never rejects or
+//! fails an ingest by itself.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use flow_control::{Class, LoadStatus, Pool, PriorityBudget, RatePolicy};
+use log_event::{LogEvent, Severity};
+use serde_json::Value;
+
+use crate::metrics;
+use crate::redis_budget::RedisBudget;
+
+/// A request that must wait.
+#[derive(Debug, Clone)]
+pub struct Limited {
+    /// `rate_limited` (no permits) or `shed_severity` (critical load, low severity).
+    pub reason: &'static str,
+    pub retry_after: Duration,
+    /// Current rate, events/s.
+    pub limit: f64,
+    pub remaining: f64,
+    pub status: LoadStatus,
+}
+
+/// The first permit of a request, taken before its body is read.
+#[derive(Debug, Clone, Copy)]
+pub struct Permit {
+    pool: Pool,
+}
+
+/// What the lag monitor last saw.
+#[derive(Debug, Clone, Copy)]
+struct LagReading {
+    lag: u64,
+    at: Instant,
+}
+
+struct State {
+    rate: f64,
+    status: LoadStatus,
+    lag: Option<LagReading>,
+    /// Whether the last lag query failed (the reading is stale).
+    lag_failing: bool,
+    /// Local budget: the whole budget without Redis, rate ÷ replicas as a fallback.
+    local: PriorityBudget,
+    /// Permits leased from Redis, not yet spent.
+    leased: [f64; 2],
+    /// Cluster-wide permits left at the last Redis trip.
+    cluster_remaining: f64,
+}
+
+/// Tunables of the budget.
+#[derive(Debug, Clone)]
+pub struct BudgetConfig {
+    pub policy: RatePolicy,
+    pub shed_below: Severity,
+    pub reserved_share: f64,
+    /// Retry-After for shed low-severity events (one lag interval).
+    pub shed_retry: Duration,
+}
+
+/// The gateway's backpressure state, shared by the limiter, the lag monitor and health.
+pub struct Backpressure {
+    cfg: BudgetConfig,
+    state: Mutex<State>,
+    redis: Option<RedisBudget>,
+    redis_up: AtomicBool,
+    replicas: AtomicUsize,
+}
+
+fn pool_index(pool: Pool) -> usize {
+    match pool {
+        Pool::General => 0,
+        Pool::Reserved => 1,
+    }
+}
+
+impl Backpressure {
+    pub fn new(cfg: BudgetConfig, redis: Option<RedisBudget>) -> Arc<Self> {
+        let now = Instant::now();
+        let rate = cfg.policy.rate_max;
+        let redis_up = redis.is_some();
+        Arc::new(Self {
+            state: Mutex::new(State {
+                rate,
+                status: LoadStatus::Healthy,
+                lag: None,
+                lag_failing: false,
+                local: PriorityBudget::new(rate, cfg.reserved_share, 1.0, now),
+                leased: [0.0; 2],
+                cluster_remaining: rate,
+            }),
+            cfg,
+            redis,
+            redis_up: AtomicBool::new(redis_up),
+            replicas: AtomicUsize::new(1),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        // A panic while holding this lock cannot leave the numbers inconsistent enough to
+        // matter; keep serving.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn use_redis(&self) -> Option<&RedisBudget> {
+        self.redis
+            .as_ref()
+            .filter(|_| self.redis_up.load(Ordering::Relaxed))
+    }
+
+    /// Records a fresh lag reading and re-derives the rate.
+    pub fn set_lag(&self, lag: u64) {
+        let now = Instant::now();
+        let rate = self.cfg.policy.rate_for(lag);
+        let status = self.cfg.policy.status_for(lag);
+        let replicas = self.replicas.load(Ordering::Relaxed).max(1);
+        let mut st = self.lock();
+        st.lag = Some(LagReading { lag, at: now });
+        st.lag_failing = false;
+        st.rate = rate;
+        st.status = status;
+        let local_rate = if self.redis.is_some() {
+            rate / replicas as f64
+        } else {
+            rate
+        };
+        st.local.set_rate(local_rate, now);
+        drop(st);
+        metrics::limiter_rate(rate, status.as_gauge());
+    }
+
+    /// The lag could not be read: keep the last rate, mark it stale. Returns true on the
+    /// first failure after a success (log once per state change).
+    pub fn lag_failed(&self) -> bool {
+        let mut st = self.lock();
+        let first = !st.lag_failing;
+        st.lag_failing = true;
+        first
+    }
+
+    /// True when the previous lag query had failed (so recovery is logged once).
+    pub fn lag_failed_recovered(&self) -> bool {
+        self.lock().lag_failing
+    }
+
+    /// Current rate (events/s) and status.
+    pub fn rate(&self) -> (f64, LoadStatus) {
+        let st = self.lock();
+        (st.rate, st.status)
+    }
+
+    /// Seconds since the last successful lag reading (None before the first).
+    pub fn lag_age(&self) -> Option<f64> {
+        self.lock().lag.map(|r| r.at.elapsed().as_secs_f64())
+    }
+
+    /// Permits available to this gateway right now.
+    pub fn available(&self) -> f64 {
+        let now = Instant::now();
+        let mut st = self.lock();
+        if self.use_redis().is_some() {
+            st.leased[0] + st.leased[1] + st.cluster_remaining.max(0.0)
+        } else {
+            st.local.available(now)
+        }
+    }
+
+    /// Takes the first permit before the body is read. The request's severity is not known
+    /// yet, so a request that only fits the reserved share is let in conditionally and
+    /// charged back in [`Backpressure::charge_rest`] unless it is ERROR/FATAL.
+    pub async fn admit_first(&self) -> Result<Permit, Limited> {
+        self.take(1.0, Class::Protected)
+            .await
+            .map(|pool| Permit { pool })
+            .map_err(|l| self.count_rejection(l))
+    }
+
+    /// Charges the rest of a parsed request: one permit was taken already.
+    pub async fn charge_rest(&self, permit: Permit, events: &[LogEvent]) -> Result<(), Limited> {
+        let all_protected = events.iter().all(|e| e.severity.is_protected());
+        let (rate, status) = self.rate();
+        if status == LoadStatus::Critical && events.iter().any(|e| e.severity < self.cfg.shed_below)
+        {
+            self.give_back(1.0, permit.pool);
+            return Err(self.count_rejection(Limited {
+                reason: "shed_severity",
+                retry_after: self.cfg.shed_retry,
+                limit: rate,
+                remaining: self.available(),
+                status,
+            }));
+        }
+        let class = if all_protected {
+            Class::Protected
+        } else {
+            Class::Normal
+        };
+        if permit.pool == Pool::Reserved && class == Class::Normal {
+            self.give_back(1.0, permit.pool);
+            // Only the reserve had room: for this request that is a plain rate limit.
+            return Err(self.count_rejection(Limited {
+                reason: "rate_limited",
+                retry_after: Duration::from_secs(1),
+                limit: rate,
+                remaining: self.available(),
+                status,
+            }));
+        }
+        let rest = events.len().saturating_sub(1) as f64;
+        if rest == 0.0 {
+            return Ok(());
+        }
+        match self.take(rest, class).await {
+            Ok(_) => Ok(()),
+            Err(l) => {
+                self.give_back(1.0, permit.pool);
+                Err(self.count_rejection(l))
+            }
+        }
+    }
+
+    fn count_rejection(&self, l: Limited) -> Limited {
+        metrics::limiter_rejected(l.reason);
+        l
+    }
+
+    fn give_back(&self, cost: f64, pool: Pool) {
+        let mut st = self.lock();
+        if self.use_redis().is_some() {
+            st.leased[pool_index(pool)] += cost;
+        } else {
+            st.local.give_back(cost, pool, Instant::now());
+        }
+    }
+
+    async fn take(&self, cost: f64, class: Class) -> Result<Pool, Limited> {
+        let Some(redis) = self.use_redis() else {
+            return self.take_local(cost, class);
+        };
+        let pools: &[Pool] = match class {
+            Class::Normal => &[Pool::General],
+            Class::Protected => &[Pool::General, Pool::Reserved],
+        };
+        let mut retry_after = Duration::MAX;
+        for &pool in pools {
+            match self.take_leased(redis, cost, pool).await {
+                Ok(true) => return Ok(pool),
+                Ok(false) => {}
+                // Redis failed mid-request: this request and the next use the local budget.
+                Err(()) => return self.take_local(cost, class),
+            }
+            retry_after = retry_after.min(self.lease_wait(cost, pool));
+        }
+        let (rate, status) = self.rate();
+        Err(Limited {
+            reason: "rate_limited",
+            retry_after,
+            limit: rate,
+            remaining: self.available(),
+            status,
+        })
+    }
+
+    fn take_local(&self, cost: f64, class: Class) -> Result<Pool, Limited> {
+        let now = Instant::now();
+        let mut st = self.lock();
+        let (rate, status) = (st.rate, st.status);
+        st.local.try_take(cost, class, now).map_err(|r| Limited {
+            reason: "rate_limited",
+            retry_after: r.retry_after,
+            limit: rate,
+            remaining: r.remaining,
+            status,
+        })
+    }
+
+    fn pool_rate(&self, rate: f64, pool: Pool) -> f64 {
+        match pool {
+            Pool::General => rate * (1.0 - self.cfg.reserved_share),
+            Pool::Reserved => rate * self.cfg.reserved_share,
+        }
+    }
+
+    /// Spends leased permits, leasing more from Redis when short. Ok(false) = no permits.
+    async fn take_leased(&self, redis: &RedisBudget, cost: f64, pool: Pool) -> Result<bool, ()> {
+        let i = pool_index(pool);
+        let (missing, rate) = {
+            let mut st = self.lock();
+            if st.leased[i] >= cost {
+                st.leased[i] -= cost;
+                return Ok(true);
+            }
+            (cost - st.leased[i].max(0.0), st.rate)
+        };
+        let pool_rate = self.pool_rate(rate, pool);
+        if pool_rate <= 0.0 {
+            return Ok(false);
+        }
+        // Lease up to 5% of the rate per trip so most requests cost no round-trip.
+        let extra = (pool_rate * 0.05).max(1.0);
+        match redis
+            .lease(pool, pool_rate, pool_rate, missing, extra)
+            .await
+        {
+            Ok(grant) => {
+                let mut st = self.lock();
+                st.cluster_remaining = grant.remaining;
+                if grant.granted <= 0.0 {
+                    return Ok(false);
+                }
+                st.leased[i] += grant.granted;
+                st.leased[i] -= cost;
+                Ok(true)
+            }
+            Err(e) => {
+                self.redis_failed(&e);
+                Err(())
+            }
+        }
+    }
+
+    fn lease_wait(&self, cost: f64, pool: Pool) -> Duration {
+        let st = self.lock();
+        let rate = self.pool_rate(st.rate, pool);
+        if rate <= 0.0 {
+            return Duration::from_secs(60);
+        }
+        let needed = cost.min(rate) - st.cluster_remaining.max(0.0) - st.leased[pool_index(pool)];
+        Duration::from_secs_f64((needed / rate).max(0.0))
+    }
+
+    fn redis_failed(&self, e: &crate::redis_budget::RedisError) {
+        if self.redis_up.swap(false, Ordering::Relaxed) {
+            tracing::warn!(error = %e, "redis unreachable: using the local budget (rate ÷ replicas)");
+            metrics::redis_up(false);
+            // Leases already held stay usable by the local bucket's refill; start fresh.
+            let now = Instant::now();
+            let replicas = self.replicas.load(Ordering::Relaxed).max(1);
+            let mut st = self.lock();
+            let rate = st.rate / replicas as f64;
+            st.local = PriorityBudget::new(rate, self.cfg.reserved_share, 1.0, now);
+        }
+    }
+
+    /// Heartbeat outcome: replicas seen, or the error.
+    pub fn heartbeat(&self, result: Result<usize, crate::redis_budget::RedisError>) {
+        match result {
+            Ok(replicas) => {
+                self.replicas.store(replicas.max(1), Ordering::Relaxed);
+                metrics::replicas(replicas);
+                if !self.redis_up.swap(true, Ordering::Relaxed) {
+                    tracing::info!(replicas, "redis reachable again: using the cluster budget");
+                    metrics::redis_up(true);
+                    let mut st = self.lock();
+                    st.leased = [0.0; 2];
+                }
+                // Keep the fallback sized for the replica count seen last.
+                let now = Instant::now();
+                let mut st = self.lock();
+                let rate = st.rate / replicas.max(1) as f64;
+                st.local.set_rate(rate, now);
+            }
+            Err(e) => self.redis_failed(&e),
+        }
+    }
+
+    /// `disabled`, `up` or `down`.
+    pub fn redis_state(&self) -> &'static str {
+        match (&self.redis, self.redis_up.load(Ordering::Relaxed)) {
+            (None, _) => "disabled",
+            (Some(_), true) => "up",
+            (Some(_), false) => "down",
+        }
+    }
+
+    /// The Redis client, for the heartbeat task.
+    pub fn redis(&self) -> Option<&RedisBudget> {
+        self.redis.as_ref()
+    }
+
+    /// Adds the backpressure fields to the health document.
+    pub fn fill_health(&self, doc: &mut Value) {
+        let (rate, status) = self.rate();
+        let lag = self.lock().lag.map(|r| r.lag);
+        doc["status"] = status.as_str().into();
+        doc["consumerLag"] = lag.into();
+        doc["lagAgeSeconds"] = self.lag_age().map(|a| (a * 10.0).round() / 10.0).into();
+        doc["currentRate"] = ((rate * 10.0).round() / 10.0).into();
+        doc["availablePermissions"] = self.available().floor().max(0.0).into();
+        doc["redis"] = self.redis_state().into();
+        doc["replicas"] = self.replicas.load(Ordering::Relaxed).into();
+    }
+}

@@ -1,0 +1,54 @@
+//! The one place a rate-limit rejection becomes an HTTP answer: 429 with `Retry-After`
+//! (whole seconds, at least 1), `RateLimit-Limit` / `RateLimit-Remaining`, and a JSON body
+//! with the current state and rate.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use flow_control::retry_after_secs;
+use serde_json::json;
+
+use crate::backpressure::Limited;
+
+/// A request refused by the limiter.
+#[derive(Debug, Clone)]
+pub struct RateLimited(pub Limited);
+
+impl IntoResponse for RateLimited {
+    fn into_response(self) -> Response {
+        let l = self.0;
+        let retry_after = retry_after_secs(l.retry_after);
+        let message = match l.reason {
+            "shed_severity" => format!(
+                "system under critical load: only WARN and above are accepted (rate {:.0} events/s)",
+                l.limit
+            ),
+            _ => format!(
+                "rate limit exceeded - system under load (rate {:.0} events/s)",
+                l.limit
+            ),
+        };
+        let body = json!({
+            "error": l.reason,
+            "message": message,
+            "details": [{
+                "status": l.status.as_str(),
+                "currentRate": (l.limit * 10.0).round() / 10.0,
+                "availablePermissions": l.remaining.floor().max(0.0),
+                "retryAfterSeconds": retry_after,
+            }],
+        });
+        let mut response = (StatusCode::TOO_MANY_REQUESTS, Json(body)).into_response();
+        let headers = response.headers_mut();
+        headers.insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
+        headers.insert(
+            "ratelimit-limit",
+            HeaderValue::from(l.limit.round().max(0.0) as u64),
+        );
+        headers.insert(
+            "ratelimit-remaining",
+            HeaderValue::from(l.remaining.floor().max(0.0) as u64),
+        );
+        response
+    }
+}
