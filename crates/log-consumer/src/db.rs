@@ -1,0 +1,224 @@
+//! PostgreSQL: pool, migrations, the one-statement idempotent batch insert, dead letters,
+//! and the transient/permanent error split that decides between retry and dead-letter.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use log_event::LogEvent;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{ConnectOptions, Connection, PgPool};
+use uuid::Uuid;
+
+/// One row to store, with where it came from.
+#[derive(Debug, Clone)]
+pub struct Row {
+    pub event: LogEvent,
+    pub partition: i32,
+    pub offset: i64,
+    /// The record as read (for the dead-letter table).
+    pub raw: Vec<u8>,
+}
+
+/// A database failure, classified.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    /// Worth retrying: the database, network or pool is unwell.
+    #[error("transient database error: {0}")]
+    Transient(String),
+    /// The data itself is refused (SQLSTATE class 22 or 23): retrying cannot help.
+    #[error("database refused the data: {0}")]
+    Permanent(String),
+}
+
+/// Splits errors: only data exceptions (22) and integrity violations (23) are permanent;
+/// everything else (connection, shutdown, permissions, missing table...) is an outage.
+pub fn classify(e: sqlx::Error) -> DbError {
+    if let sqlx::Error::Database(db) = &e {
+        let code = db.code().map(|c| c.into_owned()).unwrap_or_default();
+        if code.starts_with("22") || code.starts_with("23") {
+            return DbError::Permanent(format!("{code}: {}", db.message()));
+        }
+        return DbError::Transient(format!("{code}: {}", db.message()));
+    }
+    DbError::Transient(e.to_string())
+}
+
+/// The pool plus a count of tasks waiting to acquire from it.
+#[derive(Clone)]
+pub struct Db {
+    pub pool: PgPool,
+    waiting: Arc<AtomicUsize>,
+    max: u32,
+}
+
+impl Db {
+    /// Creates the database if missing, connects the pool (lazily: an unreachable server
+    /// at start-up is an outage to ride out, not a crash) and applies migrations.
+    pub async fn connect(url: &str, max: u32, acquire_timeout: Duration) -> anyhow::Result<Db> {
+        let options: PgConnectOptions = url.parse()?;
+        create_database_if_missing(&options).await?;
+        let pool = PgPoolOptions::new()
+            .max_connections(max)
+            .min_connections(0)
+            .acquire_timeout(acquire_timeout)
+            .connect_with(options)
+            .await?;
+        sqlx::migrate!("../../migrations").run(&pool).await?;
+        Ok(Db {
+            pool,
+            waiting: Arc::new(AtomicUsize::new(0)),
+            max,
+        })
+    }
+
+    /// (size, idle, waiting, max) for metrics and health.
+    pub fn usage(&self) -> (u32, usize, usize, u32) {
+        (
+            self.pool.size(),
+            self.pool.num_idle(),
+            self.waiting.load(Ordering::Relaxed),
+            self.max,
+        )
+    }
+
+    async fn acquire(&self) -> Result<sqlx::pool::PoolConnection<sqlx::Postgres>, DbError> {
+        self.waiting.fetch_add(1, Ordering::Relaxed);
+        let conn = self.pool.acquire().await;
+        self.waiting.fetch_sub(1, Ordering::Relaxed);
+        conn.map_err(classify)
+    }
+
+    /// Inserts the rows in one statement; duplicates (same event_id) are skipped. Returns
+    /// how many rows were new.
+    pub async fn insert_batch(&self, rows: &[Row]) -> Result<u64, DbError> {
+        let n = rows.len();
+        let mut ids: Vec<Uuid> = Vec::with_capacity(n);
+        let mut correlation: Vec<&str> = Vec::with_capacity(n);
+        let mut severity: Vec<&str> = Vec::with_capacity(n);
+        let mut message: Vec<&str> = Vec::with_capacity(n);
+        let mut source: Vec<&str> = Vec::with_capacity(n);
+        let mut event_ms: Vec<i64> = Vec::with_capacity(n);
+        let mut received_ms: Vec<i64> = Vec::with_capacity(n);
+        let mut attributes: Vec<Option<String>> = Vec::with_capacity(n);
+        let mut partitions: Vec<i32> = Vec::with_capacity(n);
+        let mut offsets: Vec<i64> = Vec::with_capacity(n);
+        for r in rows {
+            let e = &r.event;
+            ids.push(e.event_id);
+            correlation.push(&e.correlation_id);
+            severity.push(e.severity.as_str());
+            message.push(&e.message);
+            source.push(&e.source);
+            event_ms.push(e.timestamp);
+            received_ms.push(e.received_at);
+            attributes.push(
+                e.attributes
+                    .as_ref()
+                    .map(|a| serde_json::Value::Object(a.clone()).to_string()),
+            );
+            partitions.push(r.partition);
+            offsets.push(r.offset);
+        }
+        let mut conn = self.acquire().await?;
+        let result = sqlx::query(
+            "INSERT INTO log_events (event_id, correlation_id, severity, message, source, \
+                 event_time, received_at, attributes, kafka_partition, kafka_offset) \
+             SELECT u.id, u.cid, u.sev, u.msg, u.src, \
+                 timestamptz 'epoch' + u.ts * interval '1 millisecond', \
+                 timestamptz 'epoch' + u.rx * interval '1 millisecond', \
+                 u.attrs::jsonb, u.p, u.o \
+             FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], \
+                 $6::int8[], $7::int8[], $8::text[], $9::int4[], $10::int8[]) \
+                 AS u(id, cid, sev, msg, src, ts, rx, attrs, p, o) \
+             ON CONFLICT (event_id) DO NOTHING",
+        )
+        .bind(&ids)
+        .bind(&correlation)
+        .bind(&severity)
+        .bind(&message)
+        .bind(&source)
+        .bind(&event_ms)
+        .bind(&received_ms)
+        .bind(&attributes)
+        .bind(&partitions)
+        .bind(&offsets)
+        .execute(&mut *conn)
+        .await
+        .map_err(classify)?;
+        Ok(result.rows_affected())
+    }
+
+    /// Stores a record PostgreSQL refused, with the reason.
+    pub async fn insert_dead_letter(
+        &self,
+        topic: &str,
+        row: &Row,
+        reason: &str,
+    ) -> Result<(), DbError> {
+        let mut conn = self.acquire().await?;
+        sqlx::query(
+            "INSERT INTO dead_letters (payload, reason, kafka_topic, kafka_partition, kafka_offset) \
+             VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(&row.raw)
+        .bind(reason)
+        .bind(topic)
+        .bind(row.partition)
+        .bind(row.offset)
+        .execute(&mut *conn)
+        .await
+        .map_err(classify)?;
+        Ok(())
+    }
+
+    /// Cheap liveness probe.
+    pub async fn ping(&self) -> bool {
+        match self.acquire().await {
+            Ok(mut c) => c.ping().await.is_ok(),
+            Err(_) => false,
+        }
+    }
+}
+
+async fn create_database_if_missing(options: &PgConnectOptions) -> anyhow::Result<()> {
+    let Some(name) = options.get_database().map(str::to_owned) else {
+        return Ok(());
+    };
+    let admin = options.clone().database("postgres");
+    let mut conn = admin.connect().await?;
+    let exists: Option<i32> = sqlx::query_scalar("SELECT 1 FROM pg_database WHERE datname = $1")
+        .bind(&name)
+        .fetch_optional(&mut conn)
+        .await?;
+    if exists.is_none() {
+        let quoted = format!("\"{}\"", name.replace('"', "\"\""));
+        if let Err(e) = sqlx::query(&format!("CREATE DATABASE {quoted}"))
+            .execute(&mut conn)
+            .await
+        {
+            // Another consumer may have created it a moment ago.
+            tracing::debug!(error = %e, "create database");
+        } else {
+            tracing::info!(database = %name, "created database");
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_data_errors_are_permanent() {
+        assert!(matches!(
+            classify(sqlx::Error::PoolTimedOut),
+            DbError::Transient(_)
+        ));
+        assert!(matches!(
+            classify(sqlx::Error::Io(std::io::Error::other("refused"))),
+            DbError::Transient(_)
+        ));
+    }
+}

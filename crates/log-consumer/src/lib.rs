@@ -1,0 +1,117 @@
+//! log-consumer: reads log events from Kafka and writes each exactly once to PostgreSQL.
+//!
+//! Data path: [`pipeline`] (consume, bound in-flight, batch, commit the watermark) →
+//! [`db`] (one idempotent UNNEST insert per batch) — with [`dlq`] for poison messages and
+//! [`http`] for health and metrics.
+
+pub mod config;
+pub mod db;
+pub mod dlq;
+pub mod http;
+pub mod metrics;
+pub mod pipeline;
+
+use std::future::{Future, IntoFuture};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+
+pub use config::Config;
+
+/// A built consumer: database ready, HTTP bound.
+pub struct Application {
+    cfg: Config,
+    db: db::Db,
+    shared: Arc<pipeline::Shared>,
+    listener: TcpListener,
+    metrics: metrics_exporter_prometheus::PrometheusHandle,
+}
+
+impl Application {
+    pub async fn build(cfg: Config) -> anyhow::Result<Application> {
+        let handle = metrics::install();
+        let db = db::Db::connect(
+            &cfg.database_url,
+            cfg.db_pool_max,
+            Duration::from_millis(cfg.db_acquire_timeout_ms),
+        )
+        .await?;
+        let shared = pipeline::Shared::new(&cfg);
+        let listener = TcpListener::bind(cfg.addr).await?;
+        Ok(Application {
+            cfg,
+            db,
+            shared,
+            listener,
+            metrics: handle,
+        })
+    }
+
+    pub fn http_addr(&self) -> SocketAddr {
+        self.listener.local_addr().expect("bound")
+    }
+
+    /// State shared with health (tests read it).
+    pub fn shared(&self) -> Arc<pipeline::Shared> {
+        self.shared.clone()
+    }
+
+    /// Consumes until `shutdown`, then commits what is durable and returns.
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let state = http::HttpState {
+            shared: self.shared.clone(),
+            db: self.db.clone(),
+            metrics: self.metrics.clone(),
+        };
+        let upkeep = self.metrics.clone();
+        let upkeep_task = tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                upkeep.run_upkeep();
+            }
+        });
+        let server = tokio::spawn(axum::serve(self.listener, http::router(state)).into_future());
+        let result = pipeline::run(self.cfg, self.db, self.shared, shutdown).await;
+        server.abort();
+        upkeep_task.abort();
+        result
+    }
+}
+
+/// Installs the log subscriber (`json` or `text`), filtered by `RUST_LOG` (default info).
+pub fn init_tracing(format: &str) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = if format == "text" {
+        builder.try_init()
+    } else {
+        builder.json().flatten_event(true).try_init()
+    };
+}
+
+/// Resolves on SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+}

@@ -1,0 +1,481 @@
+//! The consume → batch → write → commit loop.
+//!
+//! Flow control lives here: at most `MAX_IN_FLIGHT` events between "received" and "durable"
+//! (partitions are paused at the limit and resumed below it, while polling continues so the
+//! group never evicts us); the database circuit breaker pauses everything while open; a
+//! failed batch is retried with backoff, never skipped; and only the contiguous watermark
+//! of durable offsets (flow_control::OffsetTracker) is ever committed.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use flow_control::{Backoff, BreakerConfig, BreakerState, CircuitBreaker, OffsetTracker, Outcome};
+use log_event::{Limits, LogEvent};
+use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
+use rdkafka::consumer::{
+    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
+};
+use rdkafka::error::KafkaError;
+use rdkafka::message::Message;
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use tokio::sync::{mpsc, Semaphore};
+
+use crate::config::Config;
+use crate::db::{Db, DbError, Row};
+use crate::dlq::DeadLetterTopic;
+use crate::metrics;
+
+/// State shared with the health endpoint and the rebalance callbacks.
+pub struct Shared {
+    pub in_flight: AtomicUsize,
+    pub max_in_flight: usize,
+    pub paused: AtomicBool,
+    pub subscribed: AtomicBool,
+    pub assigned: Mutex<Vec<i32>>,
+    pub breaker: Mutex<CircuitBreaker>,
+    pub last_commit: Mutex<Option<Instant>>,
+    pub tracker: Mutex<OffsetTracker>,
+    pub rebalances: AtomicUsize,
+}
+
+impl Shared {
+    pub fn new(cfg: &Config) -> Arc<Shared> {
+        Arc::new(Shared {
+            in_flight: AtomicUsize::new(0),
+            max_in_flight: cfg.max_in_flight.max(1),
+            paused: AtomicBool::new(false),
+            subscribed: AtomicBool::new(false),
+            assigned: Mutex::new(Vec::new()),
+            breaker: Mutex::new(CircuitBreaker::new(BreakerConfig {
+                wait_in_open: Duration::from_secs(cfg.breaker_open_secs),
+                ..BreakerConfig::default()
+            })),
+            last_commit: Mutex::new(None),
+            tracker: Mutex::new(OffsetTracker::new()),
+            rebalances: AtomicUsize::new(0),
+        })
+    }
+
+    pub fn breaker_state(&self) -> BreakerState {
+        lock(&self.breaker).state(Instant::now())
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Rebalance-aware context: commits what is durable for revoked partitions, drops their
+/// pending state, and re-pauses newly assigned partitions while paused.
+pub struct Context {
+    shared: Arc<Shared>,
+    topic: String,
+}
+
+impl ClientContext for Context {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
+        match level {
+            RDKafkaLogLevel::Emerg
+            | RDKafkaLogLevel::Alert
+            | RDKafkaLogLevel::Critical
+            | RDKafkaLogLevel::Error => {
+                tracing::error!(target: "librdkafka", fac, "{message}")
+            }
+            RDKafkaLogLevel::Warning => tracing::warn!(target: "librdkafka", fac, "{message}"),
+            _ => tracing::debug!(target: "librdkafka", fac, "{message}"),
+        }
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        tracing::warn!(target: "librdkafka", error = %error, "{reason}");
+    }
+}
+
+impl ConsumerContext for Context {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        let Rebalance::Revoke(tpl) = rebalance else {
+            return;
+        };
+        let mut commit = TopicPartitionList::new();
+        {
+            let mut tracker = lock(&self.shared.tracker);
+            for elem in tpl.elements() {
+                if let Some(offset) = tracker.revoke(elem.partition()) {
+                    let _ = commit.add_partition_offset(
+                        &self.topic,
+                        elem.partition(),
+                        Offset::Offset(offset),
+                    );
+                }
+            }
+        }
+        if commit.count() > 0 {
+            match consumer.commit(&commit, CommitMode::Sync) {
+                Ok(()) => tracing::info!(
+                    partitions = commit.count(),
+                    "committed durable offsets of revoked partitions"
+                ),
+                Err(e) => {
+                    tracing::warn!(error = %e, "commit on revoke failed (rows are idempotent; the new owner re-reads)")
+                }
+            }
+        }
+        lock(&self.shared.assigned).clear();
+        metrics::assigned(0);
+    }
+
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        let Rebalance::Assign(tpl) = rebalance else {
+            return;
+        };
+        self.shared.rebalances.fetch_add(1, Ordering::Relaxed);
+        let partitions: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
+        {
+            let mut tracker = lock(&self.shared.tracker);
+            for p in &partitions {
+                tracker.reset(*p);
+            }
+        }
+        tracing::info!(?partitions, "partitions assigned");
+        metrics::assigned(partitions.len());
+        *lock(&self.shared.assigned) = partitions;
+        // Pausing is per assigned partition: a paused consumer must pause new ones too.
+        if self.shared.paused.load(Ordering::Relaxed) {
+            if let Err(e) = consumer.pause(tpl) {
+                tracing::warn!(error = %e, "could not pause newly assigned partitions");
+            }
+        }
+    }
+}
+
+/// Offsets that became durable (or dead-lettered).
+type Done = Vec<(i32, i64)>;
+
+/// Runs until `shutdown` resolves; then stops fetching, gives in-flight batches a bounded
+/// time to finish, commits what is durable and returns.
+pub async fn run(
+    cfg: Config,
+    db: Db,
+    shared: Arc<Shared>,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let topic = cfg.kafka_topic.clone();
+    let consumer: StreamConsumer<Context> = ClientConfig::new()
+        .set("bootstrap.servers", &cfg.kafka_brokers)
+        .set("group.id", &cfg.kafka_group_id)
+        .set("client.id", "log-consumer")
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("session.timeout.ms", "10000")
+        .set("max.poll.interval.ms", "300000")
+        .create_with_context(Context {
+            shared: shared.clone(),
+            topic: topic.clone(),
+        })?;
+    consumer.subscribe(&[&topic])?;
+    shared.subscribed.store(true, Ordering::Relaxed);
+    metrics::in_flight(0, shared.max_in_flight);
+    metrics::breaker(BreakerState::Closed);
+
+    let dlq = DeadLetterTopic::new(&cfg.kafka_brokers, cfg.dlq_topic())?;
+    let limits = Limits::default();
+    let writers = Arc::new(Semaphore::new(cfg.db_concurrency.max(1)));
+    let (done_tx, mut done_rx) = mpsc::channel::<Done>(cfg.max_in_flight.max(16));
+    let mut batch: Vec<Row> = Vec::with_capacity(cfg.batch_size);
+    let mut batch_started = Instant::now();
+    let mut last_commit = Instant::now();
+    let commit_every = Duration::from_millis(cfg.commit_interval_ms.max(50));
+    let mut tick = tokio::time::interval(
+        cfg.batch_linger()
+            .clamp(Duration::from_millis(5), Duration::from_millis(200)),
+    );
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_state = BreakerState::Closed;
+    tokio::pin!(shutdown);
+
+    loop {
+        // Flow control before taking anything more.
+        let state = shared.breaker_state();
+        if state != last_state {
+            tracing::warn!(
+                from = last_state.as_str(),
+                to = state.as_str(),
+                "database circuit breaker"
+            );
+            metrics::breaker(state);
+            last_state = state;
+        }
+        let in_flight = shared.in_flight.load(Ordering::Relaxed);
+        let want_pause = in_flight >= shared.max_in_flight || state == BreakerState::Open;
+        if want_pause != shared.paused.load(Ordering::Relaxed) {
+            set_paused(&consumer, &shared, want_pause);
+        }
+
+        tokio::select! {
+            biased;
+            () = &mut shutdown => break,
+            Some(done) = done_rx.recv() => {
+                let mut tracker = lock(&shared.tracker);
+                for (p, o) in &done {
+                    tracker.completed(*p, *o);
+                }
+                drop(tracker);
+                shared.in_flight.fetch_sub(done.len(), Ordering::Relaxed);
+            }
+            msg = consumer.recv() => {
+                let msg = match msg {
+                    Ok(m) => m,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "kafka receive error");
+                        continue;
+                    }
+                };
+                if shared.paused.load(Ordering::Relaxed) {
+                    // librdkafka filters messages of paused partitions; never drop one anyway.
+                    tracing::warn!(partition = msg.partition(), offset = msg.offset(), "message while paused: processing it");
+                }
+                let (partition, offset) = (msg.partition(), msg.offset());
+                if !lock(&shared.tracker).received(partition, offset) {
+                    continue; // a redelivery of something already tracked
+                }
+                shared.in_flight.fetch_add(1, Ordering::Relaxed);
+                let payload = msg.payload().unwrap_or_default();
+                match LogEvent::from_record(payload, &limits) {
+                    Ok(event) => {
+                        if batch.is_empty() {
+                            batch_started = Instant::now();
+                        }
+                        batch.push(Row { event, partition, offset, raw: payload.to_vec() });
+                        if batch.len() >= cfg.batch_size {
+                            spawn_write(std::mem::take(&mut batch), &db, &shared, &writers, &done_tx, &topic).await;
+                        }
+                    }
+                    Err(e) => {
+                        dlq.send(payload.to_vec(), msg.key().map(<[u8]>::to_vec), e.to_string(), &topic, partition, offset, done_tx.clone());
+                    }
+                }
+            }
+            _ = tick.tick() => {}
+        }
+
+        if !batch.is_empty() && batch_started.elapsed() >= cfg.batch_linger() {
+            spawn_write(
+                std::mem::take(&mut batch),
+                &db,
+                &shared,
+                &writers,
+                &done_tx,
+                &topic,
+            )
+            .await;
+        }
+        if last_commit.elapsed() >= commit_every {
+            commit(&consumer, &shared, &topic, CommitMode::Async);
+            publish_metrics(&shared, &db);
+            last_commit = Instant::now();
+        }
+    }
+
+    // Shutdown: stop fetching, let in-flight batches finish within a bound, commit.
+    tracing::info!("shutdown requested: finishing in-flight batches");
+    set_paused(&consumer, &shared, true);
+    if !batch.is_empty() {
+        spawn_write(
+            std::mem::take(&mut batch),
+            &db,
+            &shared,
+            &writers,
+            &done_tx,
+            &topic,
+        )
+        .await;
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while shared.in_flight.load(Ordering::Relaxed) > 0 {
+        match tokio::time::timeout_at(deadline, done_rx.recv()).await {
+            Ok(Some(done)) => {
+                let mut tracker = lock(&shared.tracker);
+                for (p, o) in &done {
+                    tracker.completed(*p, *o);
+                }
+                drop(tracker);
+                shared.in_flight.fetch_sub(done.len(), Ordering::Relaxed);
+            }
+            _ => {
+                tracing::warn!(
+                    abandoned = shared.in_flight.load(Ordering::Relaxed),
+                    "abandoning unfinished batches (not committed)"
+                );
+                break;
+            }
+        }
+    }
+    commit(&consumer, &shared, &topic, CommitMode::Sync);
+    publish_metrics(&shared, &db);
+    dlq.flush();
+    Ok(())
+}
+
+fn set_paused(consumer: &StreamConsumer<Context>, shared: &Shared, pause: bool) {
+    let assignment = match consumer.assignment() {
+        Ok(a) => a,
+        Err(e) => {
+            tracing::warn!(error = %e, "no assignment to pause/resume");
+            return;
+        }
+    };
+    // Set the flag first so a rebalance in between re-pauses what it assigns.
+    shared.paused.store(pause, Ordering::Relaxed);
+    let result = if pause {
+        consumer.pause(&assignment)
+    } else {
+        consumer.resume(&assignment)
+    };
+    if let Err(e) = result {
+        tracing::warn!(error = %e, pause, "pause/resume failed");
+    }
+    metrics::paused(pause);
+    tracing::debug!(pause, partitions = assignment.count(), "flow control");
+}
+
+fn commit(consumer: &StreamConsumer<Context>, shared: &Shared, topic: &str, mode: CommitMode) {
+    let points = lock(&shared.tracker).to_commit();
+    if points.is_empty() {
+        return;
+    }
+    let mut tpl = TopicPartitionList::new();
+    for (p, o) in &points {
+        let _ = tpl.add_partition_offset(topic, *p, Offset::Offset(*o));
+    }
+    match consumer.commit(&tpl, mode) {
+        Ok(()) => {
+            let mut tracker = lock(&shared.tracker);
+            for (p, o) in &points {
+                tracker.mark_committed(*p, *o);
+                metrics::partition_offsets(*p, *o, tracker.commit_lag(*p));
+            }
+            *lock(&shared.last_commit) = Some(Instant::now());
+        }
+        Err(e) => tracing::warn!(error = %e, "offset commit failed; will retry"),
+    }
+}
+
+fn publish_metrics(shared: &Shared, db: &Db) {
+    metrics::in_flight(
+        shared.in_flight.load(Ordering::Relaxed),
+        shared.max_in_flight,
+    );
+    let (size, idle, waiting, max) = db.usage();
+    metrics::pool(size, idle, waiting, max);
+    metrics::breaker(shared.breaker_state());
+}
+
+/// Waits for a writer slot (bounding concurrent batches), then writes in the background.
+async fn spawn_write(
+    rows: Vec<Row>,
+    db: &Db,
+    shared: &Arc<Shared>,
+    writers: &Arc<Semaphore>,
+    done: &mpsc::Sender<Done>,
+    topic: &str,
+) {
+    let permit = writers
+        .clone()
+        .acquire_owned()
+        .await
+        .expect("semaphore never closed");
+    let (db, shared, done, topic) = (db.clone(), shared.clone(), done.clone(), topic.to_owned());
+    tokio::spawn(async move {
+        let offsets = write_with_retry(&rows, &db, &shared, &topic).await;
+        drop(permit);
+        let _ = done.send(offsets).await;
+    });
+}
+
+/// Writes a batch until it is durable: transient failures are retried (through the
+/// breaker) forever; a permanent failure splits the batch to isolate the bad rows, which go
+/// to `dead_letters`.
+async fn write_with_retry(rows: &[Row], db: &Db, shared: &Shared, topic: &str) -> Done {
+    let backoff = Backoff::default();
+    let mut attempt = 0u32;
+    loop {
+        let permitted = lock(&shared.breaker).try_acquire(Instant::now());
+        if let Err(np) = permitted {
+            tokio::time::sleep(
+                np.retry_in
+                    .clamp(Duration::from_millis(50), Duration::from_secs(1)),
+            )
+            .await;
+            continue;
+        }
+        let started = Instant::now();
+        let result = db.insert_batch(rows).await;
+        let elapsed = started.elapsed();
+        match result {
+            Ok(inserted) => {
+                lock(&shared.breaker).on_result(Outcome::Success, elapsed, Instant::now());
+                metrics::batch(rows.len(), elapsed.as_secs_f64());
+                metrics::processed("stored", inserted);
+                metrics::processed(
+                    "duplicate",
+                    rows.len() as u64 - inserted.min(rows.len() as u64),
+                );
+                return rows.iter().map(|r| (r.partition, r.offset)).collect();
+            }
+            Err(DbError::Transient(e)) => {
+                lock(&shared.breaker).on_result(Outcome::Failure, elapsed, Instant::now());
+                metrics::db_error("transient");
+                if attempt % 10 == 0 {
+                    tracing::warn!(error = %e, rows = rows.len(), attempt, "batch write failed; retrying");
+                }
+                tokio::time::sleep(backoff.delay(attempt)).await;
+                attempt = attempt.saturating_add(1);
+            }
+            Err(DbError::Permanent(e)) => {
+                // The database answered: it is healthy, the data is not.
+                lock(&shared.breaker).on_result(Outcome::Success, elapsed, Instant::now());
+                metrics::db_error("permanent");
+                if rows.len() == 1 {
+                    dead_letter_row(&rows[0], &e, db, topic).await;
+                    return vec![(rows[0].partition, rows[0].offset)];
+                }
+                tracing::warn!(error = %e, rows = rows.len(), "batch refused; isolating the bad rows");
+                let mut done = Vec::with_capacity(rows.len());
+                for row in rows {
+                    done.extend(
+                        Box::pin(write_with_retry(
+                            std::slice::from_ref(row),
+                            db,
+                            shared,
+                            topic,
+                        ))
+                        .await,
+                    );
+                }
+                return done;
+            }
+        }
+    }
+}
+
+async fn dead_letter_row(row: &Row, reason: &str, db: &Db, topic: &str) {
+    let backoff = Backoff::default();
+    let mut attempt = 0u32;
+    loop {
+        match db.insert_dead_letter(topic, row, reason).await {
+            Ok(()) => {
+                metrics::dead_letter("table");
+                metrics::processed("dead_lettered", 1);
+                tracing::error!(partition = row.partition, offset = row.offset, event_id = %row.event.event_id, reason, "row refused by PostgreSQL: stored in dead_letters");
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "dead-letter insert failed; retrying");
+                tokio::time::sleep(backoff.delay(attempt)).await;
+                attempt = attempt.saturating_add(1);
+            }
+        }
+    }
+}
