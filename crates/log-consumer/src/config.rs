@@ -30,6 +30,18 @@ pub struct Config {
     #[arg(long, env = "KAFKA_DLQ_TOPIC")]
     pub kafka_dlq_topic: Option<String>,
 
+    /// librdkafka `fetch.wait.max.ms`: longest the broker may hold a fetch.
+    #[arg(long, env = "KAFKA_FETCH_WAIT_MAX_MS", default_value_t = 100)]
+    pub kafka_fetch_wait_max_ms: u64,
+
+    /// librdkafka `max.partition.fetch.bytes`: most bytes one fetch returns per partition.
+    #[arg(long, env = "KAFKA_MAX_PARTITION_FETCH_BYTES", default_value_t = 4 * 1024 * 1024)]
+    pub kafka_max_partition_fetch_bytes: usize,
+
+    /// Extra librdkafka consumer properties, `key=value` pairs separated by commas.
+    #[arg(long, env = "KAFKA_CONSUMER_PROPERTIES", default_value = "")]
+    pub kafka_consumer_properties: String,
+
     /// PostgreSQL URL; the database is created when missing.
     #[arg(
         long,
@@ -70,6 +82,12 @@ pub struct Config {
     #[arg(long, env = "COMMIT_INTERVAL_MS", default_value_t = 1000)]
     pub commit_interval_ms: u64,
 
+    /// Rejoin the group after this many seconds without any assigned partition (0 = never).
+    /// Works around brokers that leave a crashed member's partitions unassigned; set 0 when
+    /// running more consumers than partitions on purpose.
+    #[arg(long, env = "REJOIN_IF_UNASSIGNED_SECS", default_value_t = 30)]
+    pub rejoin_if_unassigned_secs: u64,
+
     /// Log format: `json` or `text`.
     #[arg(long, env = "LOG_FORMAT", default_value = "json")]
     pub log_format: String,
@@ -80,6 +98,22 @@ impl Config {
         self.kafka_dlq_topic
             .clone()
             .unwrap_or_else(|| format!("{}.dlq", self.kafka_topic))
+    }
+
+    /// Parses `KAFKA_CONSUMER_PROPERTIES`.
+    pub fn librdkafka_overrides(&self) -> anyhow::Result<Vec<(&str, &str)>> {
+        self.kafka_consumer_properties
+            .split(',')
+            .map(str::trim)
+            .filter(|kv| !kv.is_empty())
+            .map(|kv| {
+                kv.split_once('=')
+                    .map(|(k, v)| (k.trim(), v.trim()))
+                    .ok_or_else(|| {
+                        anyhow::anyhow!("KAFKA_CONSUMER_PROPERTIES: {kv:?} is not key=value")
+                    })
+            })
+            .collect()
     }
 
     pub fn batch_linger(&self) -> Duration {

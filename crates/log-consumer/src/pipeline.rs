@@ -161,7 +161,8 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let topic = cfg.kafka_topic.clone();
-    let consumer: StreamConsumer<Context> = ClientConfig::new()
+    let mut client = ClientConfig::new();
+    client
         .set("bootstrap.servers", &cfg.kafka_brokers)
         .set("group.id", &cfg.kafka_group_id)
         .set("client.id", "log-consumer")
@@ -170,10 +171,21 @@ pub async fn run(
         .set("auto.offset.reset", "earliest")
         .set("session.timeout.ms", "10000")
         .set("max.poll.interval.ms", "300000")
-        .create_with_context(Context {
-            shared: shared.clone(),
-            topic: topic.clone(),
-        })?;
+        // tansu answers a fetch with one record batch per partition and holds it for the
+        // full wait when little is left: a short wait keeps a backlog draining quickly.
+        .set("fetch.wait.max.ms", cfg.kafka_fetch_wait_max_ms.to_string())
+        .set("queued.min.messages", "20000")
+        .set(
+            "max.partition.fetch.bytes",
+            cfg.kafka_max_partition_fetch_bytes.to_string(),
+        );
+    for (key, value) in cfg.librdkafka_overrides()? {
+        client.set(key, value);
+    }
+    let consumer: StreamConsumer<Context> = client.create_with_context(Context {
+        shared: shared.clone(),
+        topic: topic.clone(),
+    })?;
     consumer.subscribe(&[&topic])?;
     shared.subscribed.store(true, Ordering::Relaxed);
     metrics::in_flight(0, shared.max_in_flight);
@@ -193,6 +205,8 @@ pub async fn run(
     );
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_state = BreakerState::Closed;
+    let rejoin_after = Duration::from_secs(cfg.rejoin_if_unassigned_secs);
+    let mut unassigned_since: Option<Instant> = None;
     tokio::pin!(shutdown);
 
     loop {
@@ -208,7 +222,10 @@ pub async fn run(
             last_state = state;
         }
         let in_flight = shared.in_flight.load(Ordering::Relaxed);
-        let want_pause = in_flight >= shared.max_in_flight || state == BreakerState::Open;
+        // Half-open: the retrying batches are the trial calls; fetch more only once closed.
+        let want_pause = in_flight >= shared.max_in_flight
+            || state == BreakerState::Open
+            || (state == BreakerState::HalfOpen && in_flight > 0);
         if want_pause != shared.paused.load(Ordering::Relaxed) {
             set_paused(&consumer, &shared, want_pause);
         }
@@ -249,7 +266,7 @@ pub async fn run(
                         }
                         batch.push(Row { event, partition, offset, raw: payload.to_vec() });
                         if batch.len() >= cfg.batch_size {
-                            spawn_write(std::mem::take(&mut batch), &db, &shared, &writers, &done_tx, &topic).await;
+                            spawn_write(std::mem::take(&mut batch), &db, &shared, &writers, &done_tx, &topic);
                         }
                     }
                     Err(e) => {
@@ -268,13 +285,25 @@ pub async fn run(
                 &writers,
                 &done_tx,
                 &topic,
-            )
-            .await;
+            );
         }
         if last_commit.elapsed() >= commit_every {
             commit(&consumer, &shared, &topic, CommitMode::Async);
             publish_metrics(&shared, &db);
             last_commit = Instant::now();
+            // tansu 0.6.0 keeps a SIGKILLed member's partitions and hands a restarted
+            // consumer an empty assignment until it rejoins: rejoin when left without work.
+            if lock(&shared.assigned).is_empty() && !rejoin_after.is_zero() {
+                let since = *unassigned_since.get_or_insert_with(Instant::now);
+                if since.elapsed() >= rejoin_after {
+                    tracing::warn!(after = ?rejoin_after, "no partitions assigned: leaving and rejoining the group");
+                    consumer.unsubscribe();
+                    consumer.subscribe(&[&topic])?;
+                    unassigned_since = None;
+                }
+            } else {
+                unassigned_since = None;
+            }
         }
     }
 
@@ -289,8 +318,7 @@ pub async fn run(
             &writers,
             &done_tx,
             &topic,
-        )
-        .await;
+        );
     }
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while shared.in_flight.load(Ordering::Relaxed) > 0 {
@@ -372,8 +400,10 @@ fn publish_metrics(shared: &Shared, db: &Db) {
     metrics::breaker(shared.breaker_state());
 }
 
-/// Waits for a writer slot (bounding concurrent batches), then writes in the background.
-async fn spawn_write(
+/// Writes in the background; the task waits for a writer slot itself, so the consume loop
+/// never blocks (it must keep polling, pausing and committing during an outage). Waiting
+/// tasks are bounded because every batch holds in-flight events.
+fn spawn_write(
     rows: Vec<Row>,
     db: &Db,
     shared: &Arc<Shared>,
@@ -381,13 +411,18 @@ async fn spawn_write(
     done: &mpsc::Sender<Done>,
     topic: &str,
 ) {
-    let permit = writers
-        .clone()
-        .acquire_owned()
-        .await
-        .expect("semaphore never closed");
-    let (db, shared, done, topic) = (db.clone(), shared.clone(), done.clone(), topic.to_owned());
+    let (db, shared, done, topic, writers) = (
+        db.clone(),
+        shared.clone(),
+        done.clone(),
+        topic.to_owned(),
+        writers.clone(),
+    );
     tokio::spawn(async move {
+        let permit = writers
+            .acquire_owned()
+            .await
+            .expect("semaphore never closed");
         let offsets = write_with_retry(&rows, &db, &shared, &topic).await;
         drop(permit);
         let _ = done.send(offsets).await;

@@ -127,7 +127,9 @@ mod tests {
     const NOW: i64 = 1_763_800_000_000;
 
     fn item(severity: &str) -> String {
-        format!(r#"{{"correlationId":"c","severity":"{severity}","message":"m","source":"s","timestamp":{NOW}}}"#)
+        format!(
+            r#"{{"correlationId":"c","severity":"{severity}","message":"m","source":"s","timestamp":{NOW}}}"#
+        )
     }
 
     fn parse(body: &str, format: BatchFormat, max: usize) -> Result<Vec<LogEvent>, BatchError> {
@@ -160,8 +162,14 @@ mod tests {
 
     #[test]
     fn empty_batches_are_refused() {
-        assert_eq!(parse("[]", BatchFormat::JsonArray, 10), Err(BatchError::Empty));
-        assert_eq!(parse("\n \n", BatchFormat::Ndjson, 10), Err(BatchError::Empty));
+        assert_eq!(
+            parse("[]", BatchFormat::JsonArray, 10),
+            Err(BatchError::Empty)
+        );
+        assert_eq!(
+            parse("\n \n", BatchFormat::Ndjson, 10),
+            Err(BatchError::Empty)
+        );
     }
 
     #[test]

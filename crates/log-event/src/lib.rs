@@ -101,7 +101,10 @@ impl std::fmt::Display for EventError {
                 line,
                 column,
                 reason,
-            } => write!(f, "malformed JSON at line {line}, column {column}: {reason}"),
+            } => write!(
+                f,
+                "malformed JSON at line {line}, column {column}: {reason}"
+            ),
             EventError::Invalid(errors) => {
                 write!(f, "invalid event:")?;
                 for e in errors {

@@ -8,7 +8,9 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use uuid::Uuid;
 
-use crate::{Attributes, EventError, FieldError, Limits, LogEvent, Mode, Severity, MIN_TIMESTAMP_MS};
+use crate::{
+    Attributes, EventError, FieldError, Limits, LogEvent, Mode, Severity, MIN_TIMESTAMP_MS,
+};
 
 /// Known top-level keys, matched without allocating.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -443,7 +445,13 @@ mod tests {
 
     #[test]
     fn every_required_field_is_required() {
-        for field in ["correlationId", "severity", "message", "source", "timestamp"] {
+        for field in [
+            "correlationId",
+            "severity",
+            "message",
+            "source",
+            "timestamp",
+        ] {
             assert_eq!(
                 field_errors(&without(field)),
                 vec![(field.to_owned(), "is required".to_owned())]
@@ -485,7 +493,10 @@ mod tests {
         assert_field_rejected(&with("message", json!("")), "message");
         assert!(parse_client(&with("message", json!("x"))).is_ok());
         assert!(parse_client(&with("message", json!("x".repeat(32 * 1024)))).is_ok());
-        assert_field_rejected(&with("message", json!("x".repeat(32 * 1024 + 1))), "message");
+        assert_field_rejected(
+            &with("message", json!("x".repeat(32 * 1024 + 1))),
+            "message",
+        );
         // A 2-byte character pushing the byte count over the limit.
         let mut s = "x".repeat(32 * 1024 - 1);
         s.push('é');
@@ -563,12 +574,18 @@ mod tests {
         let e = parse_client(&with("attributes", ok)).unwrap();
         assert_eq!(e.attributes.unwrap().len(), 4);
 
-        assert_field_rejected(&with("attributes", json!({"nested": {"a": 1}})), "attributes.nested");
+        assert_field_rejected(
+            &with("attributes", json!({"nested": {"a": 1}})),
+            "attributes.nested",
+        );
         assert_field_rejected(&with("attributes", json!({"list": [1]})), "attributes.list");
         assert_field_rejected(&with("attributes", json!({"nil": null})), "attributes.nil");
         assert_field_rejected(&with("attributes", json!({"": 1})), "attributes");
         assert!(parse_client(&with("attributes", json!({"k".repeat(128): 1}))).is_ok());
-        assert_field_rejected(&with("attributes", json!({"k".repeat(129): 1})), "attributes");
+        assert_field_rejected(
+            &with("attributes", json!({"k".repeat(129): 1})),
+            "attributes",
+        );
         assert_field_rejected(&with("attributes", json!([1, 2])), "attributes");
         assert_field_rejected(&with("attributes", json!("a=b")), "attributes");
         assert!(parse_client(&with("attributes", json!({}))).is_ok());
@@ -594,7 +611,14 @@ mod tests {
             .collect();
         assert_eq!(
             fields,
-            vec!["extra", "correlationId", "severity", "message", "source", "timestamp"]
+            vec![
+                "extra",
+                "correlationId",
+                "severity",
+                "message",
+                "source",
+                "timestamp"
+            ]
         );
     }
 
@@ -607,8 +631,14 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
-        assert!(matches!(parse_client(b""), Err(EventError::Malformed { .. })));
-        assert!(matches!(parse_client(b"{\"a\":"), Err(EventError::Malformed { .. })));
+        assert!(matches!(
+            parse_client(b""),
+            Err(EventError::Malformed { .. })
+        ));
+        assert!(matches!(
+            parse_client(b"{\"a\":"),
+            Err(EventError::Malformed { .. })
+        ));
         assert!(matches!(
             parse_client(&[0xff, 0xfe]),
             Err(EventError::Malformed { .. })
@@ -618,7 +648,10 @@ mod tests {
     #[test]
     fn non_objects_are_invalid_not_malformed() {
         for body in [&b"[]"[..], b"42", b"\"s\"", b"null"] {
-            assert_eq!(field_errors(body), vec![("$".to_owned(), "must be a JSON object".to_owned())]);
+            assert_eq!(
+                field_errors(body),
+                vec![("$".to_owned(), "must be a JSON object".to_owned())]
+            );
         }
     }
 
@@ -631,8 +664,14 @@ mod tests {
         assert_eq!(back, e);
         assert_eq!(back.to_record(), record);
         let text = String::from_utf8(record).unwrap();
-        assert!(text.starts_with(&format!("{{\"eventId\":\"{}\",\"correlationId\":\"req-1\",\"severity\":\"INFO\"", e.event_id)));
-        assert!(text.contains(r#""attributes":{"alpha":"a","flag":true,"zeta":1}"#), "{text}");
+        assert!(text.starts_with(&format!(
+            "{{\"eventId\":\"{}\",\"correlationId\":\"req-1\",\"severity\":\"INFO\"",
+            e.event_id
+        )));
+        assert!(
+            text.contains(r#""attributes":{"alpha":"a","flag":true,"zeta":1}"#),
+            "{text}"
+        );
         assert!(text.ends_with(&format!(",\"receivedAt\":{NOW}}}")));
     }
 

@@ -71,10 +71,7 @@ mod tests {
     fn parses_every_level_in_any_case() {
         for level in Severity::ALL {
             assert_eq!(Severity::parse(level.as_str()), Some(level));
-            assert_eq!(
-                Severity::parse(&level.as_str().to_lowercase()),
-                Some(level)
-            );
+            assert_eq!(Severity::parse(&level.as_str().to_lowercase()), Some(level));
         }
         assert_eq!(Severity::parse("wArN"), Some(Severity::Warn));
         assert_eq!(Severity::parse("WARNING"), None);
