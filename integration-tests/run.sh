@@ -1,0 +1,121 @@
+#!/usr/bin/env bash
+# The test command (CI runs it through .ci/run): installs and starts what the tests need,
+# then lint, unit and integration tests, Prometheus rule tests, compose checks and the
+# end-to-end scripts, stopping at the first failure and always stopping what it started.
+set -euo pipefail
+
+usage() {
+  cat <<'USAGE'
+usage: ./integration-tests/run.sh [-h]
+
+Ensures PostgreSQL, Redis, Prometheus/promtool and tansu (installing and starting what is
+missing), starts one shared tansu on a free port (exported as KAFKA_BROKERS for the Rust
+tests), then runs, each after a "==> step" line:
+  cargo fmt --all --check
+  cargo clippy --workspace --all-targets -- -D warnings
+  cargo nextest run --workspace --no-fail-fast   (cargo test --workspace without nextest)
+  cargo build --workspace --bins                 (debug binaries for the scripts, reusing the test build)
+  promtool check config / check rules / test rules
+  shellcheck, integration-tests/check-compose.py, docker compose config -q (or docker-compose v1)
+  integration-tests/test-backpressure.sh         (when present)
+  integration-tests/test-dashboards.sh
+env: TEST_DATABASE_ADMIN_URL, REDIS_URL, KEEP_TMP=1 (keep the temp folder).
+USAGE
+}
+case "${1:-}" in -h|--help) usage; exit 0 ;; "") ;; *) usage >&2; exit 2 ;; esac
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+cd "$ROOT"
+LIB_TAG=run
+TMP=$(mktemp -d "${TMPDIR:-/tmp}/integration-tests.XXXXXX")
+RUN_DIR=$TMP/run
+# shellcheck source=scripts/lib.sh
+. "$ROOT/scripts/lib.sh"
+
+started=$SECONDS
+current="setup"
+
+cleanup() {
+  local rc=$?
+  set +e
+  "$ROOT/scripts/tansu.sh" stop --data "$TMP/tansu" >/dev/null 2>&1
+  stop_started_services
+  if [ "$rc" -eq 0 ] && [ -z "${KEEP_TMP:-}" ]; then rm -rf "$TMP"; else echo "[run] temp folder kept: $TMP" >&2; fi
+  local total=$((SECONDS - started))
+  if [ "$rc" -eq 0 ]; then
+    printf '==> all steps passed in %dm%02ds\n' $((total / 60)) $((total % 60))
+  else
+    printf '==> FAILED at step "%s" (exit %d) after %dm%02ds\n' "$current" "$rc" $((total / 60)) $((total % 60))
+  fi
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# phase NAME COMMAND...: one "==> step" line, the command, its duration; the first failure ends the run.
+phase() {
+  current=$1
+  shift
+  local t0=$SECONDS
+  printf '\n==> %s\n' "$current"
+  "$@"
+  printf '==> %s: ok (%ds)\n' "$current" $((SECONDS - t0))
+}
+
+printf '==> prerequisites\n'
+ensure_build_deps
+ensure_rust
+cargo fmt --version >/dev/null 2>&1 || { command -v rustup >/dev/null && rustup component add rustfmt; } \
+  || die "rustfmt is missing (rustup component add rustfmt)"
+cargo clippy --version >/dev/null 2>&1 || { command -v rustup >/dev/null && rustup component add clippy; } \
+  || die "clippy is missing (rustup component add clippy)"
+ensure_postgres
+ensure_redis
+ensure_prometheus
+command -v shellcheck >/dev/null || apt_install shellcheck
+python3 -c 'import yaml' 2>/dev/null || apt_install python3-yaml
+python3 -c 'import yaml' 2>/dev/null || python3 -m pip install --quiet pyyaml \
+  || die "PyYAML is missing for python3 (pip install pyyaml)"
+"$ROOT/scripts/tansu.sh" install
+
+kafka_port=$(free_port)
+"$ROOT/scripts/tansu.sh" start --port "$kafka_port" --metrics-port "$(free_port)" --data "$TMP/tansu"
+export KAFKA_BROKERS="127.0.0.1:$kafka_port"
+log "shared tansu for the tests: KAFKA_BROKERS=$KAFKA_BROKERS"
+
+phase "cargo fmt --all --check" cargo fmt --all --check
+phase "cargo clippy --workspace --all-targets -- -D warnings" \
+  cargo clippy --workspace --all-targets -- -D warnings
+if cargo nextest --version >/dev/null 2>&1; then
+  phase "cargo nextest run --workspace --no-fail-fast" cargo nextest run --workspace --no-fail-fast
+else
+  phase "cargo test --workspace" cargo test --workspace
+fi
+# Debug binaries share the dependencies the tests just built: no third profile.
+phase "cargo build --workspace --bins" cargo build --workspace --bins
+export BIN_DIR="${CARGO_TARGET_DIR:-$ROOT/target}/debug"
+
+phase "promtool check config prometheus.yml" promtool check config prometheus.yml
+phase "promtool check config prometheus/prometheus.docker.yml" \
+  promtool check config prometheus/prometheus.docker.yml
+phase "promtool check rules prometheus/alerts.yml" promtool check rules prometheus/alerts.yml
+phase "promtool test rules prometheus/alerts.test.yml" promtool test rules prometheus/alerts.test.yml
+
+scripts=(setup.sh load-test.sh scripts/lib.sh scripts/tansu.sh .ci/run integration-tests/*.sh)
+phase "shellcheck ${scripts[*]}" shellcheck -x "${scripts[@]}"
+phase "integration-tests/check-compose.py" python3 integration-tests/check-compose.py
+# The compose file must also pass Compose's own schema, which needs no Docker engine.
+if docker compose version >/dev/null 2>&1; then
+  phase "docker compose config -q" docker compose config -q
+else
+  command -v docker-compose >/dev/null || apt_install docker-compose
+  phase "docker-compose config -q" docker-compose config -q
+fi
+
+if [ -f integration-tests/test-backpressure.sh ]; then
+  phase "integration-tests/test-backpressure.sh" bash integration-tests/test-backpressure.sh
+else
+  printf '\n==> integration-tests/test-backpressure.sh: not written yet, skipped\n'
+fi
+phase "integration-tests/test-dashboards.sh" integration-tests/test-dashboards.sh
+current="done"
