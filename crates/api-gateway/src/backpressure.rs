@@ -84,6 +84,10 @@ impl Backpressure {
         let now = Instant::now();
         let rate = cfg.policy.rate_max;
         let redis_up = redis.is_some();
+        // Every gauge exists from the start; the heartbeat corrects redis_up within seconds.
+        metrics::redis_up(redis_up);
+        metrics::replicas(1);
+        metrics::limiter_rate(rate, LoadStatus::Healthy.as_gauge());
         Arc::new(Self {
             state: Mutex::new(State {
                 rate,
@@ -394,5 +398,124 @@ impl Backpressure {
         doc["availablePermissions"] = self.available().floor().max(0.0).into();
         doc["redis"] = self.redis_state().into();
         doc["replicas"] = self.replicas.load(Ordering::Relaxed).into();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn budget(rate: f64) -> Arc<Backpressure> {
+        Backpressure::new(
+            BudgetConfig {
+                policy: RatePolicy::new(rate, rate / 10.0, 10_000, 50_000).unwrap(),
+                shed_below: Severity::Warn,
+                reserved_share: 0.1,
+                shed_retry: Duration::from_secs(5),
+            },
+            None,
+        )
+    }
+
+    fn events(severities: &[Severity]) -> Vec<LogEvent> {
+        severities
+            .iter()
+            .map(|s| LogEvent {
+                event_id: uuid::Uuid::now_v7(),
+                correlation_id: "c".into(),
+                severity: *s,
+                message: "m".into(),
+                source: "s".into(),
+                timestamp: 1_763_800_000_000,
+                attributes: None,
+                received_at: 1_763_800_000_000,
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn lag_sets_rate_and_status() {
+        let b = budget(1000.0);
+        assert_eq!(b.rate(), (1000.0, LoadStatus::Healthy));
+        b.set_lag(30_000);
+        assert_eq!(b.rate(), (550.0, LoadStatus::Degraded));
+        b.set_lag(60_000);
+        assert_eq!(b.rate(), (100.0, LoadStatus::Critical));
+        assert!(b.lag_failed(), "first failure is reported");
+        assert!(!b.lag_failed(), "then not again");
+        assert_eq!(
+            b.rate(),
+            (100.0, LoadStatus::Critical),
+            "a failed read keeps the rate"
+        );
+        assert_eq!(b.redis_state(), "disabled");
+    }
+
+    #[tokio::test]
+    async fn critical_load_sheds_low_severity_and_refunds_the_permit() {
+        let b = budget(1000.0);
+        b.set_lag(60_000);
+        let before = b.available();
+        let permit = b.admit_first().await.unwrap();
+        let err = b
+            .charge_rest(permit, &events(&[Severity::Info]))
+            .await
+            .unwrap_err();
+        assert_eq!(err.reason, "shed_severity");
+        assert_eq!(err.retry_after, Duration::from_secs(5));
+        assert!((b.available() - before).abs() < 0.5, "permit refunded");
+        let permit = b.admit_first().await.unwrap();
+        assert!(b
+            .charge_rest(permit, &events(&[Severity::Warn]))
+            .await
+            .is_ok());
+        let permit = b.admit_first().await.unwrap();
+        let mixed = events(&[Severity::Error, Severity::Debug]);
+        assert_eq!(
+            b.charge_rest(permit, &mixed).await.unwrap_err().reason,
+            "shed_severity"
+        );
+    }
+
+    #[tokio::test]
+    async fn batches_cost_their_events_and_error_keeps_the_reserve() {
+        let b = budget(100.0); // general 90/s, reserved 10/s
+        let permit = b.admit_first().await.unwrap();
+        assert!(b
+            .charge_rest(permit, &events(&[Severity::Info; 90]))
+            .await
+            .is_ok());
+        // General is spent: an INFO request only fits the reserve, so it is refused after parsing.
+        let permit = b.admit_first().await.unwrap();
+        let err = b
+            .charge_rest(permit, &events(&[Severity::Info]))
+            .await
+            .unwrap_err();
+        assert_eq!(err.reason, "rate_limited");
+        // ERROR still gets through from the reserve.
+        for _ in 0..5 {
+            let permit = b.admit_first().await.unwrap();
+            assert!(b
+                .charge_rest(permit, &events(&[Severity::Error]))
+                .await
+                .is_ok());
+        }
+    }
+
+    #[tokio::test]
+    async fn empty_budget_rejects_before_the_body_with_retry_after() {
+        let b = budget(10.0); // general 9, reserved 1
+        let permit = b.admit_first().await.unwrap();
+        b.charge_rest(permit, &events(&[Severity::Info; 9]))
+            .await
+            .unwrap();
+        let permit = b.admit_first().await.unwrap();
+        b.charge_rest(permit, &events(&[Severity::Fatal]))
+            .await
+            .unwrap();
+        let err = b.admit_first().await.unwrap_err();
+        assert_eq!(err.reason, "rate_limited");
+        assert!(err.retry_after > Duration::ZERO);
+        assert_eq!(err.limit, 10.0);
     }
 }

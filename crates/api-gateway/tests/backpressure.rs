@@ -11,34 +11,17 @@ use std::time::{Duration, Instant};
 
 use common::{event, TestGateway};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
-use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use serde_json::{json, Value};
 
 /// Fills the topic with `n` small records, bypassing the gateway.
 fn backlog(brokers: &str, topic: &str, n: usize) {
-    let producer: BaseProducer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("linger.ms", "20")
-        .set("queue.buffering.max.messages", "1000000")
-        .create()
-        .unwrap();
     let payload = br#"{"backlog":true}"#;
-    for i in 0..n {
-        let key = (i % 64).to_string();
-        loop {
-            match producer.send(BaseRecord::to(topic).key(&key).payload(&payload[..])) {
-                Ok(()) => break,
-                Err(_) => {
-                    producer.poll(Duration::from_millis(10));
-                }
-            }
-        }
-        if i % 1000 == 0 {
-            producer.poll(Duration::ZERO);
-        }
-    }
-    producer.flush(Duration::from_secs(60)).unwrap();
+    test_support::produce(
+        brokers,
+        topic,
+        (0..n).map(|i| ((i % 64).to_string().into_bytes(), payload.to_vec())),
+    );
 }
 
 /// Commits the group's offsets at the end of every partition.

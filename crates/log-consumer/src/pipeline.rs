@@ -190,6 +190,8 @@ pub async fn run(
     shared.subscribed.store(true, Ordering::Relaxed);
     metrics::in_flight(0, shared.max_in_flight);
     metrics::breaker(BreakerState::Closed);
+    metrics::paused(false);
+    metrics::assigned(0);
 
     let dlq = DeadLetterTopic::new(&cfg.kafka_brokers, cfg.dlq_topic())?;
     let limits = Limits::default();
@@ -233,14 +235,7 @@ pub async fn run(
         tokio::select! {
             biased;
             () = &mut shutdown => break,
-            Some(done) = done_rx.recv() => {
-                let mut tracker = lock(&shared.tracker);
-                for (p, o) in &done {
-                    tracker.completed(*p, *o);
-                }
-                drop(tracker);
-                shared.in_flight.fetch_sub(done.len(), Ordering::Relaxed);
-            }
+            Some(done) = done_rx.recv() => apply_done(&shared, &done),
             msg = consumer.recv() => {
                 let msg = match msg {
                     Ok(m) => m,
@@ -323,14 +318,7 @@ pub async fn run(
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while shared.in_flight.load(Ordering::Relaxed) > 0 {
         match tokio::time::timeout_at(deadline, done_rx.recv()).await {
-            Ok(Some(done)) => {
-                let mut tracker = lock(&shared.tracker);
-                for (p, o) in &done {
-                    tracker.completed(*p, *o);
-                }
-                drop(tracker);
-                shared.in_flight.fetch_sub(done.len(), Ordering::Relaxed);
-            }
+            Ok(Some(done)) => apply_done(&shared, &done),
             _ => {
                 tracing::warn!(
                     abandoned = shared.in_flight.load(Ordering::Relaxed),
@@ -344,6 +332,16 @@ pub async fn run(
     publish_metrics(&shared, &db);
     dlq.flush();
     Ok(())
+}
+
+/// Marks offsets durable in the tracker and releases their in-flight slots.
+fn apply_done(shared: &Shared, done: &Done) {
+    let mut tracker = lock(&shared.tracker);
+    for (p, o) in done {
+        tracker.completed(*p, *o);
+    }
+    drop(tracker);
+    shared.in_flight.fetch_sub(done.len(), Ordering::Relaxed);
 }
 
 fn set_paused(consumer: &StreamConsumer<Context>, shared: &Shared, pause: bool) {

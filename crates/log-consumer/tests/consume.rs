@@ -10,7 +10,6 @@ use log_consumer::{Application, Config};
 use log_event::{LogEvent, Severity};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message};
-use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use serde_json::{json, Value};
 use sqlx::{PgPool, Row};
@@ -40,26 +39,7 @@ fn events(n: usize) -> Vec<LogEvent> {
 }
 
 fn produce(brokers: &str, topic: &str, payloads: impl IntoIterator<Item = (Vec<u8>, Vec<u8>)>) {
-    let producer: BaseProducer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("linger.ms", "20")
-        .set("queue.buffering.max.messages", "1000000")
-        .create()
-        .unwrap();
-    for (i, (key, payload)) in payloads.into_iter().enumerate() {
-        loop {
-            match producer.send(BaseRecord::to(topic).key(&key).payload(&payload)) {
-                Ok(()) => break,
-                Err(_) => {
-                    producer.poll(Duration::from_millis(10));
-                }
-            }
-        }
-        if i % 1000 == 0 {
-            producer.poll(Duration::ZERO);
-        }
-    }
-    producer.flush(Duration::from_secs(120)).unwrap();
+    test_support::produce(brokers, topic, payloads);
 }
 
 fn produce_events(brokers: &str, topic: &str, events: &[LogEvent]) {
