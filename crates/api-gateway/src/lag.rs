@@ -9,8 +9,8 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
 use crate::backpressure::Backpressure;
-use crate::kafka_context::TracingContext;
 use crate::metrics;
+use service_runtime::TracingContext;
 
 /// Lag of one partition.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

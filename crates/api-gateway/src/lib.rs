@@ -10,14 +10,12 @@ pub mod config;
 pub mod error;
 pub mod health;
 pub mod ingest;
-pub mod kafka_context;
 pub mod lag;
 pub mod metrics;
 pub mod openapi;
 pub mod producer;
 pub mod rate_limit;
 pub mod redis_budget;
-pub mod telemetry;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -230,24 +228,4 @@ impl Application {
     }
 }
 
-/// Resolves on SIGTERM or SIGINT.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {},
-        () = term => {},
-    }
-}
+pub use service_runtime::shutdown_signal;

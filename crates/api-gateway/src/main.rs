@@ -1,12 +1,12 @@
 //! api-gateway binary: parse config, init telemetry, run until SIGTERM/SIGINT.
 
-use api_gateway::{shutdown_signal, telemetry, Application, Config};
+use api_gateway::{shutdown_signal, Application, Config};
 use clap::Parser;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cfg = Config::parse();
-    telemetry::init(&cfg.log_format);
+    service_runtime::init_logging(&cfg.log_format);
     tracing::info!(addr = %cfg.addr, brokers = %cfg.kafka_brokers, topic = %cfg.kafka_topic, "starting api-gateway");
     let app = Application::build(cfg).await?;
     tracing::info!(addr = %app.local_addr(), "listening");

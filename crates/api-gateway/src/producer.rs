@@ -11,8 +11,8 @@ use rdkafka::util::Timeout;
 use tokio::time::timeout_at;
 
 use crate::config::Config;
-use crate::kafka_context::TracingContext;
 use crate::metrics;
+use service_runtime::TracingContext;
 
 /// Why an event was not acknowledged.
 #[derive(Debug, Clone, thiserror::Error)]
