@@ -72,7 +72,10 @@ where
                     request.extensions_mut().insert::<Permit>(permit);
                     inner.call(request).await
                 }
-                Err(limited) => Ok(RateLimited(limited).into_response()),
+                Err(limited) => {
+                    crate::metrics::event_rejected(limited.reason);
+                    Ok(RateLimited(limited).into_response())
+                }
             }
         })
     }
