@@ -44,16 +44,24 @@ def crate_env_names(crate):
     if not os.path.isdir(src):
         return None
     names, text = set(), ""
-    for folder, _, files in os.walk(src):
-        for f in files:
-            if f.endswith(".rs"):
-                with open(os.path.join(folder, f), encoding="utf-8") as fh:
-                    text += fh.read() + "\n"
+    # The crate's own sources plus those of the workspace crates it depends on (shared
+    # plumbing such as service-runtime reads RUST_LOG for both services).
+    folders = [src]
+    with open(os.path.join(ROOT, "crates", crate, "Cargo.toml"), encoding="utf-8") as fh:
+        for dep in re.findall(r'^([a-z0-9_-]+)\.workspace\s*=\s*true', fh.read(), re.M):
+            dep_src = os.path.join(ROOT, "crates", dep, "src")
+            if os.path.isdir(dep_src):
+                folders.append(dep_src)
+    for top in folders:
+        for folder, _, files in os.walk(top):
+            for f in files:
+                if f.endswith(".rs"):
+                    with open(os.path.join(folder, f), encoding="utf-8") as fh:
+                        text += fh.read() + "\n"
     names |= set(re.findall(r'\benv\s*=\s*"([A-Z0-9_]+)"', text))
     names |= set(re.findall(r'env::var(?:_os)?\(\s*"([A-Z0-9_]+)"', text))
     if "EnvFilter" in text or "RUST_LOG" in text:
         names.add("RUST_LOG")
-    # Crates may share config through a workspace crate they depend on.
     return names
 
 
