@@ -54,6 +54,14 @@ pub struct Config {
     #[arg(long, env = "MAX_IN_FLIGHT", default_value_t = 1000)]
     pub max_in_flight: usize,
 
+    /// Pause the assigned partitions once in-flight has stayed at the limit this long, in
+    /// milliseconds. Below it the consumer just stops taking messages: pausing discards
+    /// librdkafka's prefetched records, and re-fetching them after every resume cut a
+    /// backlog's drain rate about tenfold. Paused, it keeps polling, so a database that
+    /// stays slow never gets it evicted by `max.poll.interval.ms`.
+    #[arg(long, env = "PAUSE_AFTER_FULL_MS", default_value_t = 1000)]
+    pub pause_after_full_ms: u64,
+
     /// Rows per INSERT statement.
     #[arg(long, env = "BATCH_SIZE", default_value_t = 500)]
     pub batch_size: usize,
@@ -88,6 +96,11 @@ pub struct Config {
     #[arg(long, env = "REJOIN_IF_UNASSIGNED_SECS", default_value_t = 30)]
     pub rejoin_if_unassigned_secs: u64,
 
+    /// On SIGTERM/SIGINT, how long in-flight batches may take to finish before they are
+    /// abandoned (left uncommitted, so re-read after restart), in milliseconds.
+    #[arg(long, env = "SHUTDOWN_GRACE_MS", default_value_t = 10_000)]
+    pub shutdown_grace_ms: u64,
+
     /// Log format: `json` or `text`.
     #[arg(long, env = "LOG_FORMAT", default_value = "json")]
     pub log_format: String,
@@ -101,7 +114,7 @@ impl Config {
     }
 
     /// Parses `KAFKA_CONSUMER_PROPERTIES`.
-    pub fn librdkafka_overrides(&self) -> anyhow::Result<Vec<(&str, &str)>> {
+    pub fn librdkafka_overrides(&self) -> Result<Vec<(&str, &str)>, ConfigError> {
         self.kafka_consumer_properties
             .split(',')
             .map(str::trim)
@@ -109,14 +122,113 @@ impl Config {
             .map(|kv| {
                 kv.split_once('=')
                     .map(|(k, v)| (k.trim(), v.trim()))
-                    .ok_or_else(|| {
-                        anyhow::anyhow!("KAFKA_CONSUMER_PROPERTIES: {kv:?} is not key=value")
-                    })
+                    .ok_or_else(|| ConfigError::NotKeyValue(kv.to_owned()))
             })
             .collect()
     }
 
     pub fn batch_linger(&self) -> Duration {
         Duration::from_millis(self.batch_linger_ms)
+    }
+
+    pub fn pause_after_full(&self) -> Duration {
+        Duration::from_millis(self.pause_after_full_ms)
+    }
+
+    pub fn shutdown_grace(&self) -> Duration {
+        Duration::from_millis(self.shutdown_grace_ms)
+    }
+}
+
+/// A configuration value clap cannot check by itself.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("KAFKA_CONSUMER_PROPERTIES: {0:?} is not key=value")]
+    NotKeyValue(String),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Config {
+        let mut all = vec!["log-consumer"];
+        all.extend_from_slice(args);
+        Config::try_parse_from(all).unwrap()
+    }
+
+    /// Read from the definitions, not by parsing: the environment (CI sets KAFKA_BROKERS,
+    /// DATABASE_URL...) must not change what this test sees.
+    #[test]
+    fn every_knob_has_an_env_var_and_the_documented_default() {
+        use clap::CommandFactory;
+        let cmd = Config::command();
+        let knob = |env: &str| {
+            let arg = cmd
+                .get_arguments()
+                .find(|a| a.get_env().is_some_and(|e| e == env))
+                .unwrap_or_else(|| panic!("no argument reads {env}"));
+            arg.get_default_values()
+                .first()
+                .map(|v| v.to_string_lossy().into_owned())
+        };
+        let expected = [
+            ("CONSUMER_ADDR", "0.0.0.0:8081"),
+            ("KAFKA_BROKERS", "127.0.0.1:9092"),
+            ("KAFKA_TOPIC", "log-events"),
+            ("KAFKA_GROUP_ID", "log-consumer-group"),
+            ("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/logs"),
+            ("MAX_IN_FLIGHT", "1000"),
+            ("BATCH_SIZE", "500"),
+            ("BATCH_LINGER_MS", "50"),
+            ("DB_CONCURRENCY", "4"),
+            ("DB_POOL_MAX", "20"),
+            ("DB_ACQUIRE_TIMEOUT_MS", "5000"),
+            ("LOG_FORMAT", "json"),
+        ];
+        for (env, default) in expected {
+            assert_eq!(knob(env).as_deref(), Some(default), "{env}");
+        }
+        assert_eq!(knob("KAFKA_DLQ_TOPIC"), None, "derived from the topic");
+        let without_env: Vec<_> = cmd
+            .get_arguments()
+            .filter(|a| {
+                a.get_env().is_none() && !["help", "version"].contains(&a.get_id().as_str())
+            })
+            .map(|a| a.get_id().to_string())
+            .collect();
+        assert!(
+            without_env.is_empty(),
+            "knobs without an env var: {without_env:?}"
+        );
+    }
+
+    #[test]
+    fn the_dlq_topic_defaults_to_the_topic_plus_dlq() {
+        assert_eq!(parse(&["--kafka-topic=t"]).dlq_topic(), "t.dlq");
+        assert_eq!(parse(&["--kafka-dlq-topic=x"]).dlq_topic(), "x");
+    }
+
+    #[test]
+    fn librdkafka_overrides_are_trimmed_key_value_pairs() {
+        let c = parse(&["--kafka-consumer-properties= a=1 , b.c = x=y ,,"]);
+        assert_eq!(
+            c.librdkafka_overrides().unwrap(),
+            [("a", "1"), ("b.c", "x=y")]
+        );
+        assert!(parse(&["--kafka-consumer-properties="])
+            .librdkafka_overrides()
+            .unwrap()
+            .is_empty());
+        let bad = parse(&["--kafka-consumer-properties=a=1,oops"]);
+        assert!(
+            matches!(bad.librdkafka_overrides(), Err(ConfigError::NotKeyValue(kv)) if kv == "oops")
+        );
+    }
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        use clap::CommandFactory;
+        Config::command().debug_assert();
     }
 }

@@ -10,6 +10,8 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{ConnectOptions, Connection, PgPool};
 use uuid::Uuid;
 
+use crate::Error;
+
 /// One row to store, with where it came from.
 #[derive(Debug, Clone)]
 pub struct Row {
@@ -36,12 +38,54 @@ pub enum DbError {
 pub fn classify(e: sqlx::Error) -> DbError {
     if let sqlx::Error::Database(db) = &e {
         let code = db.code().map(|c| c.into_owned()).unwrap_or_default();
-        if code.starts_with("22") || code.starts_with("23") {
-            return DbError::Permanent(format!("{code}: {}", db.message()));
+        let reason = format!("{code}: {}", db.message());
+        if is_data_error(&code) {
+            return DbError::Permanent(reason);
         }
-        return DbError::Transient(format!("{code}: {}", db.message()));
+        return DbError::Transient(reason);
     }
     DbError::Transient(e.to_string())
+}
+
+/// SQLSTATE classes that blame the row, not the database: 22 (data exception: a NUL byte,
+/// an out-of-range timestamp, invalid JSON) and 23 (integrity constraint violation).
+/// Anything else, known (08 connection, 53 resources, 57P shutdown) or not (42 a renamed
+/// table or a revoked privilege, 40 serialization), is retried: when in doubt, an outage
+/// to wait out is safer than a row dead-lettered by mistake.
+pub fn is_data_error(sqlstate: &str) -> bool {
+    sqlstate.starts_with("22") || sqlstate.starts_with("23")
+}
+
+/// The `attributes` column of a batch as JSON text: every map serialized into one buffer
+/// and sliced, rather than one String per row.
+struct AttributesColumn {
+    json: String,
+    spans: Vec<Option<(usize, usize)>>,
+}
+
+impl AttributesColumn {
+    fn build(rows: &[Row]) -> AttributesColumn {
+        let mut buf = Vec::new();
+        let mut spans = Vec::with_capacity(rows.len());
+        for r in rows {
+            let Some(map) = &r.event.attributes else {
+                spans.push(None);
+                continue;
+            };
+            let start = buf.len();
+            serde_json::to_writer(&mut buf, map).expect("a JSON map serializes into memory");
+            spans.push(Some((start, buf.len())));
+        }
+        let json = String::from_utf8(buf).expect("serde_json writes UTF-8");
+        AttributesColumn { json, spans }
+    }
+
+    fn column(&self) -> Vec<Option<&str>> {
+        self.spans
+            .iter()
+            .map(|s| s.map(|(a, b)| &self.json[a..b]))
+            .collect()
+    }
 }
 
 /// The pool plus a count of tasks waiting to acquire from it.
@@ -55,7 +99,7 @@ pub struct Db {
 impl Db {
     /// Creates the database if missing, connects the pool (lazily: an unreachable server
     /// at start-up is an outage to ride out, not a crash) and applies migrations.
-    pub async fn connect(url: &str, max: u32, acquire_timeout: Duration) -> anyhow::Result<Db> {
+    pub async fn connect(url: &str, max: u32, acquire_timeout: Duration) -> Result<Db, Error> {
         let options: PgConnectOptions = url.parse()?;
         create_database_if_missing(&options).await?;
         let pool = PgPoolOptions::new()
@@ -100,7 +144,6 @@ impl Db {
         let mut source: Vec<&str> = Vec::with_capacity(n);
         let mut event_ms: Vec<i64> = Vec::with_capacity(n);
         let mut received_ms: Vec<i64> = Vec::with_capacity(n);
-        let mut attributes: Vec<Option<String>> = Vec::with_capacity(n);
         let mut partitions: Vec<i32> = Vec::with_capacity(n);
         let mut offsets: Vec<i64> = Vec::with_capacity(n);
         for r in rows {
@@ -112,14 +155,11 @@ impl Db {
             source.push(&e.source);
             event_ms.push(e.timestamp);
             received_ms.push(e.received_at);
-            attributes.push(
-                e.attributes
-                    .as_ref()
-                    .map(|a| serde_json::Value::Object(a.clone()).to_string()),
-            );
             partitions.push(r.partition);
             offsets.push(r.offset);
         }
+        let attributes_json = AttributesColumn::build(rows);
+        let attributes = attributes_json.column();
         let mut conn = self.acquire().await?;
         let result = sqlx::query(
             "INSERT INTO log_events (event_id, correlation_id, severity, message, source, \
@@ -181,7 +221,7 @@ impl Db {
     }
 }
 
-async fn create_database_if_missing(options: &PgConnectOptions) -> anyhow::Result<()> {
+async fn create_database_if_missing(options: &PgConnectOptions) -> Result<(), sqlx::Error> {
     let Some(name) = options.get_database().map(str::to_owned) else {
         return Ok(());
     };
@@ -209,6 +249,65 @@ async fn create_database_if_missing(options: &PgConnectOptions) -> anyhow::Resul
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sqlstate_classes_22_and_23_blame_the_row() {
+        for code in ["22021", "22P05", "22008", "22P02", "23502", "23514"] {
+            assert!(is_data_error(code), "{code}");
+        }
+        for code in [
+            "08006", "08001", "57P01", "57P03", "53300", "42P01", "42501", "40001", "",
+        ] {
+            assert!(!is_data_error(code), "{code}");
+        }
+    }
+
+    fn row(attributes: Option<serde_json::Map<String, serde_json::Value>>) -> Row {
+        let event = LogEvent {
+            event_id: Uuid::nil(),
+            correlation_id: "c".into(),
+            severity: log_event::Severity::ALL[0],
+            message: "m".into(),
+            source: "s".into(),
+            timestamp: 0,
+            attributes,
+            received_at: 0,
+        };
+        Row {
+            raw: event.to_record(),
+            event,
+            partition: 0,
+            offset: 0,
+        }
+    }
+
+    #[test]
+    fn attributes_become_one_json_text_per_row_and_null_when_absent() {
+        let mut a = serde_json::Map::new();
+        a.insert("k".into(), serde_json::json!("v \"q\" \u{e9}"));
+        a.insert("n".into(), serde_json::json!(1.5));
+        let mut b = serde_json::Map::new();
+        b.insert("ok".into(), serde_json::json!(true));
+        let rows = [
+            row(Some(a.clone())),
+            row(None),
+            row(Some(b.clone())),
+            row(None),
+        ];
+        let col = AttributesColumn::build(&rows);
+        let texts = col.column();
+        assert_eq!(texts.len(), 4);
+        assert!(texts[1].is_none() && texts[3].is_none());
+        let parsed =
+            |t: Option<&str>| serde_json::from_str::<serde_json::Value>(t.unwrap()).unwrap();
+        assert_eq!(parsed(texts[0]), serde_json::Value::Object(a));
+        assert_eq!(parsed(texts[2]), serde_json::Value::Object(b));
+    }
+
+    #[test]
+    fn an_empty_batch_has_an_empty_attributes_column() {
+        assert!(AttributesColumn::build(&[]).column().is_empty());
+    }
 
     #[test]
     fn only_data_errors_are_permanent() {

@@ -21,7 +21,7 @@ pub struct DeadLetterTopic {
 }
 
 impl DeadLetterTopic {
-    pub fn new(brokers: &str, topic: String) -> anyhow::Result<Self> {
+    pub fn new(brokers: &str, topic: String) -> Result<Self, rdkafka::error::KafkaError> {
         let producer = ClientConfig::new()
             .set("bootstrap.servers", brokers)
             .set("client.id", "log-consumer-dlq")

@@ -55,6 +55,7 @@ async fn health(State(s): State<HttpState>) -> Response {
         "status": "up",
         "breaker": s.shared.breaker_state().as_str(),
         "inFlight": s.shared.in_flight.load(Ordering::Relaxed),
+        "inFlightPeak": s.shared.in_flight_peak.load(Ordering::Relaxed),
         "maxInFlight": s.shared.max_in_flight,
         "paused": s.shared.paused.load(Ordering::Relaxed),
         "assignedPartitions": assigned,

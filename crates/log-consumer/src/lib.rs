@@ -20,6 +20,21 @@ use tokio::net::TcpListener;
 
 pub use config::Config;
 
+/// Why the consumer could not start, or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("database migrations: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("Kafka: {0}")]
+    Kafka(#[from] rdkafka::error::KafkaError),
+    #[error("cannot listen on {0}: {1}")]
+    Bind(SocketAddr, #[source] std::io::Error),
+}
+
 /// A built consumer: database ready, HTTP bound.
 pub struct Application {
     cfg: Config,
@@ -30,7 +45,7 @@ pub struct Application {
 }
 
 impl Application {
-    pub async fn build(cfg: Config) -> anyhow::Result<Application> {
+    pub async fn build(cfg: Config) -> Result<Application, Error> {
         let handle = metrics::install();
         let db = db::Db::connect(
             &cfg.database_url,
@@ -39,7 +54,9 @@ impl Application {
         )
         .await?;
         let shared = pipeline::Shared::new(&cfg);
-        let listener = TcpListener::bind(cfg.addr).await?;
+        let listener = TcpListener::bind(cfg.addr)
+            .await
+            .map_err(|e| Error::Bind(cfg.addr, e))?;
         Ok(Application {
             cfg,
             db,
@@ -53,6 +70,11 @@ impl Application {
         self.listener.local_addr().expect("bound")
     }
 
+    /// The bound HTTP port (useful with `CONSUMER_ADDR=...:0`).
+    pub fn http_port(&self) -> u16 {
+        self.http_addr().port()
+    }
+
     /// State shared with health (tests read it).
     pub fn shared(&self) -> Arc<pipeline::Shared> {
         self.shared.clone()
@@ -62,7 +84,7 @@ impl Application {
     pub async fn run_until_stopped(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
-    ) -> anyhow::Result<()> {
+    ) -> Result<(), Error> {
         let state = http::HttpState {
             shared: self.shared.clone(),
             db: self.db.clone(),

@@ -61,10 +61,13 @@ pub fn in_flight(n: usize, limit: usize) {
     gauge!(IN_FLIGHT_LIMIT).set(limit as f64);
 }
 
-pub fn partition_offsets(partition: i32, committed: i64, commit_lag: i64) {
-    let p = partition.to_string();
-    gauge!(COMMITTED_OFFSET, "partition" => p.clone()).set(committed as f64);
-    gauge!(COMMIT_LAG, "partition" => p).set(commit_lag as f64);
+pub fn committed_offset(partition: i32, offset: i64) {
+    gauge!(COMMITTED_OFFSET, "partition" => partition.to_string()).set(offset as f64);
+}
+
+/// Received but not yet committable (in flight, or behind an unfinished record).
+pub fn commit_lag(partition: i32, lag: i64) {
+    gauge!(COMMIT_LAG, "partition" => partition.to_string()).set(lag as f64);
 }
 
 pub fn assigned(n: usize) {

@@ -1,8 +1,9 @@
 //! The consume → batch → write → commit loop.
 //!
 //! Flow control lives here: at most `MAX_IN_FLIGHT` events between "received" and "durable"
-//! (partitions are paused at the limit and resumed below it, while polling continues so the
-//! group never evicts us); the database circuit breaker pauses everything while open; a
+//! (at the limit the loop stops taking messages; if it stays there past `PAUSE_AFTER_FULL_MS`
+//! the partitions are paused and polling continues, so the group never evicts us); the
+//! database circuit breaker pauses everything while open; a
 //! failed batch is retried with backoff, never skipped; and only the contiguous watermark
 //! of durable offsets (flow_control::OffsetTracker) is ever committed.
 
@@ -29,6 +30,8 @@ use crate::metrics;
 /// State shared with the health endpoint and the rebalance callbacks.
 pub struct Shared {
     pub in_flight: AtomicUsize,
+    /// The most events ever in flight at once (health shows it: the bound, proven).
+    pub in_flight_peak: AtomicUsize,
     pub max_in_flight: usize,
     pub paused: AtomicBool,
     pub subscribed: AtomicBool,
@@ -43,6 +46,7 @@ impl Shared {
     pub fn new(cfg: &Config) -> Arc<Shared> {
         Arc::new(Shared {
             in_flight: AtomicUsize::new(0),
+            in_flight_peak: AtomicUsize::new(0),
             max_in_flight: cfg.max_in_flight.max(1),
             paused: AtomicBool::new(false),
             subscribed: AtomicBool::new(false),
@@ -143,6 +147,39 @@ impl ConsumerContext for Context {
 /// Offsets that became durable (or dead-lettered).
 type Done = Vec<(i32, i64)>;
 
+/// Whether the partitions should be paused, and whether the loop may take a message now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Flow {
+    pub pause: bool,
+    pub take: bool,
+}
+
+/// The flow-control policy. At the in-flight limit the loop stops taking messages at once,
+/// but pauses only once the limit has held for `pause_after` (pausing discards librdkafka's
+/// prefetched records, and fetching them again after each resume is what limits a
+/// backlog's drain rate). The breaker pauses at once: open, nothing can be written;
+/// half-open, the retrying batches are the trial calls, so fetch more only once closed.
+/// A paused consumer takes (polls) again: paused partitions deliver nothing, and polling
+/// serves rebalances and keeps `max.poll.interval.ms` from evicting it.
+pub fn flow(
+    in_flight: usize,
+    max_in_flight: usize,
+    full_for: Option<Duration>,
+    pause_after: Duration,
+    breaker: BreakerState,
+    paused: bool,
+) -> Flow {
+    let full = in_flight >= max_in_flight;
+    let stalled = full && full_for.is_some_and(|d| d >= pause_after);
+    let pause = stalled
+        || breaker == BreakerState::Open
+        || (breaker == BreakerState::HalfOpen && in_flight > 0);
+    Flow {
+        pause,
+        take: !full || paused,
+    }
+}
+
 /// Runs until `shutdown` resolves; then stops fetching, gives in-flight batches a bounded
 /// time to finish, commits what is durable and returns.
 pub async fn run(
@@ -150,7 +187,7 @@ pub async fn run(
     db: Db,
     shared: Arc<Shared>,
     shutdown: impl std::future::Future<Output = ()>,
-) -> anyhow::Result<()> {
+) -> Result<(), crate::Error> {
     let topic = cfg.kafka_topic.clone();
     let mut client = ClientConfig::new();
     client
@@ -198,6 +235,8 @@ pub async fn run(
     );
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_state = BreakerState::Closed;
+    let pause_after = cfg.pause_after_full();
+    let mut full_since: Option<Instant> = None;
     let rejoin_after = Duration::from_secs(cfg.rejoin_if_unassigned_secs);
     let mut unassigned_since: Option<Instant> = None;
     tokio::pin!(shutdown);
@@ -215,19 +254,38 @@ pub async fn run(
             last_state = state;
         }
         let in_flight = shared.in_flight.load(Ordering::Relaxed);
-        // Half-open: the retrying batches are the trial calls; fetch more only once closed.
-        let want_pause = in_flight >= shared.max_in_flight
-            || state == BreakerState::Open
-            || (state == BreakerState::HalfOpen && in_flight > 0);
-        if want_pause != shared.paused.load(Ordering::Relaxed) {
-            set_paused(&consumer, &shared, want_pause);
+        if in_flight < shared.max_in_flight {
+            full_since = None;
+        } else if full_since.is_none() {
+            full_since = Some(Instant::now());
         }
+        let decision = flow(
+            in_flight,
+            shared.max_in_flight,
+            full_since.map(|t| t.elapsed()),
+            pause_after,
+            state,
+            shared.paused.load(Ordering::Relaxed),
+        );
+        if decision.pause != shared.paused.load(Ordering::Relaxed) {
+            set_paused(&consumer, &shared, decision.pause);
+        }
+        // Decided again with the pause as it really is (pausing can fail without an assignment).
+        let take = flow(
+            in_flight,
+            shared.max_in_flight,
+            None,
+            pause_after,
+            state,
+            shared.paused.load(Ordering::Relaxed),
+        )
+        .take;
 
         tokio::select! {
             biased;
             () = &mut shutdown => break,
             Some(done) = done_rx.recv() => apply_done(&shared, &done),
-            msg = consumer.recv() => {
+            msg = consumer.recv(), if take => {
                 let msg = match msg {
                     Ok(m) => m,
                     Err(e) => {
@@ -236,14 +294,17 @@ pub async fn run(
                     }
                 };
                 if shared.paused.load(Ordering::Relaxed) {
-                    // librdkafka filters messages of paused partitions; never drop one anyway.
+                    // librdkafka filters messages of paused partitions (a pause bumps the
+                    // partition's op version); should one get through, process it: dropping
+                    // it would let the watermark pass an offset never written.
                     tracing::warn!(partition = msg.partition(), offset = msg.offset(), "message while paused: processing it");
                 }
                 let (partition, offset) = (msg.partition(), msg.offset());
                 if !lock(&shared.tracker).received(partition, offset) {
                     continue; // a redelivery of something already tracked
                 }
-                shared.in_flight.fetch_add(1, Ordering::Relaxed);
+                let now_in_flight = shared.in_flight.fetch_add(1, Ordering::Relaxed) + 1;
+                shared.in_flight_peak.fetch_max(now_in_flight, Ordering::Relaxed);
                 let payload = msg.payload().unwrap_or_default();
                 match LogEvent::from_record(payload, &limits) {
                     Ok(event) => {
@@ -306,7 +367,7 @@ pub async fn run(
             &topic,
         );
     }
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let deadline = tokio::time::Instant::now() + cfg.shutdown_grace();
     while shared.in_flight.load(Ordering::Relaxed) > 0 {
         match tokio::time::timeout_at(deadline, done_rx.recv()).await {
             Ok(Some(done)) => apply_done(&shared, &done),
@@ -371,7 +432,7 @@ fn commit(consumer: &StreamConsumer<Context>, shared: &Shared, topic: &str, mode
             let mut tracker = lock(&shared.tracker);
             for (p, o) in &points {
                 tracker.mark_committed(*p, *o);
-                metrics::partition_offsets(*p, *o, tracker.commit_lag(*p));
+                metrics::committed_offset(*p, *o);
             }
             *lock(&shared.last_commit) = Some(Instant::now());
         }
@@ -380,6 +441,13 @@ fn commit(consumer: &StreamConsumer<Context>, shared: &Shared, topic: &str, mode
 }
 
 fn publish_metrics(shared: &Shared, db: &Db) {
+    // Every tracked partition, committed or not: a lag that stops moving is the signal.
+    {
+        let tracker = lock(&shared.tracker);
+        for p in tracker.partitions() {
+            metrics::commit_lag(p, tracker.commit_lag(p));
+        }
+    }
     metrics::in_flight(
         shared.in_flight.load(Ordering::Relaxed),
         shared.max_in_flight,
@@ -501,5 +569,102 @@ async fn dead_letter_row(row: &Row, reason: &str, db: &Db, topic: &str) {
                 attempt = attempt.saturating_add(1);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MAX: usize = 100;
+    const GRACE: Duration = Duration::from_millis(1000);
+
+    fn decide(
+        in_flight: usize,
+        full_for_ms: Option<u64>,
+        breaker: BreakerState,
+        paused: bool,
+    ) -> Flow {
+        flow(
+            in_flight,
+            MAX,
+            full_for_ms.map(Duration::from_millis),
+            GRACE,
+            breaker,
+            paused,
+        )
+    }
+
+    #[test]
+    fn below_the_limit_takes_without_pausing() {
+        let f = decide(MAX - 1, None, BreakerState::Closed, false);
+        assert_eq!(
+            f,
+            Flow {
+                pause: false,
+                take: true
+            }
+        );
+    }
+
+    #[test]
+    fn at_the_limit_stops_taking_at_once_but_pauses_only_after_the_grace() {
+        let f = decide(MAX, Some(0), BreakerState::Closed, false);
+        assert_eq!(
+            f,
+            Flow {
+                pause: false,
+                take: false
+            }
+        );
+        let f = decide(MAX, Some(999), BreakerState::Closed, false);
+        assert_eq!(
+            f,
+            Flow {
+                pause: false,
+                take: false
+            }
+        );
+        let f = decide(MAX, Some(1000), BreakerState::Closed, false);
+        assert!(f.pause);
+    }
+
+    #[test]
+    fn a_paused_consumer_keeps_polling_even_when_full() {
+        let f = decide(MAX, Some(5000), BreakerState::Closed, true);
+        assert_eq!(
+            f,
+            Flow {
+                pause: true,
+                take: true
+            }
+        );
+    }
+
+    #[test]
+    fn draining_below_the_limit_resumes() {
+        let f = decide(MAX - 1, None, BreakerState::Closed, true);
+        assert_eq!(
+            f,
+            Flow {
+                pause: false,
+                take: true
+            }
+        );
+    }
+
+    #[test]
+    fn an_open_breaker_pauses_at_once() {
+        let f = decide(0, None, BreakerState::Open, false);
+        assert!(f.pause);
+        let f = decide(MAX, Some(0), BreakerState::Open, false);
+        assert!(f.pause);
+        assert!(!f.take, "not yet paused and full: take nothing");
+    }
+
+    #[test]
+    fn half_open_waits_for_the_trial_batches_before_fetching_more() {
+        assert!(decide(3, None, BreakerState::HalfOpen, false).pause);
+        assert!(!decide(0, None, BreakerState::HalfOpen, true).pause);
     }
 }
