@@ -362,6 +362,18 @@ async fn database_outage_opens_the_breaker_pauses_and_loses_nothing() {
     })
     .await;
     assert!(opened, "breaker did not open: {}", consumer.health().await);
+    // The Resilience4j-style gauge reports the open state while it lasts.
+    let exported = test_support::wait_until(Duration::from_secs(5), || async {
+        let metrics = reqwest::get(format!("{}/metrics", consumer.base))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        metrics.contains(r#"resilience4j_circuitbreaker_state{name="database",state="open"} 1"#)
+    })
+    .await;
+    assert!(exported, "breaker state gauge does not say open");
     let h = consumer.health().await;
     let assigned = h["assignedPartitions"].clone();
     let rebalances = h["rebalances"].clone();
@@ -383,16 +395,6 @@ async fn database_outage_opens_the_breaker_pauses_and_loses_nothing() {
         assert_commits_are_durable(&s.pool, "log_events_offline", &s.offsets().0).await;
     }
     assert!(max_in_flight <= 1000);
-    let metrics = reqwest::get(format!("{}/metrics", consumer.base))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    assert!(
-        metrics.contains(r#"resilience4j_circuitbreaker_state{name="database",state="open"} 1"#)
-    );
-
     set_table_online(&s.pool, true).await;
     let closed = test_support::wait_until(Duration::from_secs(90), || async {
         consumer.health().await["breaker"] == "closed"
