@@ -18,13 +18,16 @@ pub enum Class {
 /// Which pool paid for an admission.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Pool {
+    /// The `1 - reserved_share` part of the rate, open to every class.
     General,
+    /// The `reserved_share` part of the rate, open to [`Class::Protected`] only.
     Reserved,
 }
 
 /// A refused admission.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Rejection {
+    /// Time until the pool that would admit this class soonest has enough tokens.
     pub retry_after: Duration,
     /// Permits left (both pools, not negative).
     pub remaining: f64,
@@ -41,10 +44,15 @@ pub struct PriorityBudget {
 }
 
 impl PriorityBudget {
-    /// `rate` events/s, `reserved_share` (0..1) of it kept for protected events, each pool's
-    /// burst = its rate × `burst_secs`.
+    /// `rate` events/s, `reserved_share` (0..=1, clamped; NaN counts as 0) of it kept for
+    /// protected events, each pool's burst = its rate × `burst_secs`. Both pools start full.
     pub fn new(rate: f64, reserved_share: f64, burst_secs: f64, now: Instant) -> Self {
-        let share = reserved_share.clamp(0.0, 1.0);
+        // clamp() passes NaN through.
+        let share = if reserved_share.is_nan() {
+            0.0
+        } else {
+            reserved_share.clamp(0.0, 1.0)
+        };
         let (g, r) = split(rate, share);
         Self {
             general: TokenBucket::new(g, g * burst_secs, now),
@@ -63,6 +71,7 @@ impl PriorityBudget {
         self.rate = rate;
     }
 
+    /// The total rate (both pools).
     pub fn rate(&self) -> f64 {
         self.rate
     }
@@ -72,13 +81,14 @@ impl PriorityBudget {
         self.general.available(now).max(0.0) + self.reserved.available(now).max(0.0)
     }
 
-    /// Admits `cost` events of `class`, saying which pool paid.
+    /// Admits `cost` events of `class`, saying which pool paid: the general pool first, then
+    /// (protected only) the reserved one. On refusal nothing is taken.
     pub fn try_take(&mut self, cost: f64, class: Class, now: Instant) -> Result<Pool, Rejection> {
         let general = match self.general.try_take(cost, now) {
             Ok(()) => return Ok(Pool::General),
             Err(deficit) => deficit,
         };
-        if class == Class::Normal || self.reserved.burst() <= 0.0 {
+        if class == Class::Normal {
             return Err(Rejection {
                 retry_after: general.retry_after,
                 remaining: self.available(now),
@@ -93,7 +103,7 @@ impl PriorityBudget {
         }
     }
 
-    /// Refunds an admission that was rejected later.
+    /// Refunds an admission that was rejected later, to the pool that paid for it.
     pub fn give_back(&mut self, cost: f64, pool: Pool, now: Instant) {
         match pool {
             Pool::General => self.general.give_back(cost, now),
@@ -111,21 +121,76 @@ fn split(rate: f64, share: f64) -> (f64, f64) {
 mod tests {
     use super::*;
 
+    fn close(a: f64, b: f64) -> bool {
+        (a - b).abs() < 1e-9
+    }
+
+    fn take_n(b: &mut PriorityBudget, n: usize, class: Class, now: Instant) -> Vec<Pool> {
+        (0..n)
+            .map(|_| b.try_take(1.0, class, now).expect("admitted"))
+            .collect()
+    }
+
+    #[test]
+    fn splits_rate_and_burst() {
+        let t0 = Instant::now();
+        let mut b = PriorityBudget::new(100.0, 0.1, 2.0, t0);
+        assert_eq!(b.rate(), 100.0);
+        assert!(close(b.available(t0), 200.0), "two seconds of burst");
+        assert_eq!(
+            take_n(&mut b, 180, Class::Normal, t0),
+            vec![Pool::General; 180]
+        );
+        assert!(b.try_take(1.0, Class::Normal, t0).is_err());
+        assert!(close(b.available(t0), 20.0));
+        // The general pool refills at 90/s, the reserved one is still full.
+        assert!(close(b.available(t0 + Duration::from_secs(1)), 110.0));
+    }
+
     #[test]
     fn normal_traffic_cannot_touch_the_reserve() {
         let t0 = Instant::now();
         let mut b = PriorityBudget::new(100.0, 0.1, 1.0, t0);
-        assert!((b.available(t0) - 100.0).abs() < 1e-9);
-        for _ in 0..90 {
-            assert_eq!(b.try_take(1.0, Class::Normal, t0), Ok(Pool::General));
-        }
+        assert!(close(b.available(t0), 100.0));
+        take_n(&mut b, 90, Class::Normal, t0);
         let rej = b.try_take(1.0, Class::Normal, t0).unwrap_err();
-        assert!((rej.remaining - 10.0).abs() < 1e-9);
-        assert!(rej.retry_after > Duration::ZERO);
-        for _ in 0..10 {
-            assert_eq!(b.try_take(1.0, Class::Protected, t0), Ok(Pool::Reserved));
-        }
-        assert!(b.try_take(1.0, Class::Protected, t0).is_err());
+        assert!(close(rej.remaining, 10.0));
+        // One general token at 90/s.
+        assert_eq!(rej.retry_after, Duration::from_micros(11_112));
+        assert!(close(b.available(t0), 10.0), "the refusal took nothing");
+    }
+
+    #[test]
+    fn protected_use_general_first_then_the_reserve() {
+        let t0 = Instant::now();
+        let mut b = PriorityBudget::new(100.0, 0.1, 1.0, t0);
+        take_n(&mut b, 89, Class::Normal, t0);
+        assert_eq!(b.try_take(1.0, Class::Protected, t0), Ok(Pool::General));
+        assert!(b.try_take(1.0, Class::Normal, t0).is_err());
+        assert_eq!(
+            take_n(&mut b, 10, Class::Protected, t0),
+            vec![Pool::Reserved; 10]
+        );
+        let rej = b.try_take(1.0, Class::Protected, t0).unwrap_err();
+        assert_eq!(rej.remaining, 0.0);
+        // General: 1 token at 90/s (11.2 ms) beats reserved: 1 token at 10/s (100 ms).
+        assert_eq!(rej.retry_after, Duration::from_micros(11_112));
+    }
+
+    #[test]
+    fn protected_retry_after_comes_from_the_sooner_pool() {
+        let t0 = Instant::now();
+        let mut b = PriorityBudget::new(100.0, 0.1, 1.0, t0);
+        // Put the general pool deep into debt: it needs 10 s to be usable again.
+        b.try_take(989.0, Class::Normal, t0).unwrap();
+        take_n(&mut b, 10, Class::Protected, t0);
+        let normal = b.try_take(1.0, Class::Normal, t0).unwrap_err();
+        assert_eq!(normal.retry_after, Duration::from_secs(10));
+        let protected = b.try_take(1.0, Class::Protected, t0).unwrap_err();
+        assert_eq!(protected.retry_after, Duration::from_millis(100));
+        assert_eq!(protected.remaining, 0.0, "debt counts as zero");
+        let later = t0 + protected.retry_after;
+        assert_eq!(b.try_take(1.0, Class::Protected, later), Ok(Pool::Reserved));
     }
 
     #[test]
@@ -145,44 +210,67 @@ mod tests {
         }
         assert!(protected >= 100, "protected got {protected}");
         let total = normal + protected;
-        assert!(total <= 100 * 10 + 100 + 1, "admitted {total}");
+        // At most 10 s of rate plus both (full) bursts.
+        assert!(total <= 100 * 10 + 100, "admitted {total}");
         assert!(total >= 100 * 10 - 2, "admitted only {total}");
     }
 
     #[test]
-    fn set_rate_keeps_the_split() {
+    fn set_rate_keeps_the_split_and_burst_length() {
         let t0 = Instant::now();
-        let mut b = PriorityBudget::new(1000.0, 0.1, 1.0, t0);
+        let mut b = PriorityBudget::new(1000.0, 0.1, 2.0, t0);
         b.set_rate(100.0, t0);
         assert_eq!(b.rate(), 100.0);
-        assert!((b.available(t0) - 100.0).abs() < 1e-9);
-        for _ in 0..90 {
-            b.try_take(1.0, Class::Normal, t0).unwrap();
-        }
+        assert!(close(b.available(t0), 200.0));
+        take_n(&mut b, 180, Class::Normal, t0);
         assert!(b.try_take(1.0, Class::Normal, t0).is_err());
-        assert_eq!(b.try_take(1.0, Class::Protected, t0), Ok(Pool::Reserved));
+        assert_eq!(
+            take_n(&mut b, 20, Class::Protected, t0),
+            vec![Pool::Reserved; 20]
+        );
+        assert!(b.try_take(1.0, Class::Protected, t0).is_err());
+        let t1 = t0 + Duration::from_secs(1);
+        assert!(close(b.available(t1), 100.0), "90 + 10 per second");
     }
 
     #[test]
     fn refund_goes_back_to_the_pool_that_paid() {
         let t0 = Instant::now();
         let mut b = PriorityBudget::new(10.0, 0.5, 1.0, t0);
-        for _ in 0..5 {
-            b.try_take(1.0, Class::Normal, t0).unwrap();
-        }
+        take_n(&mut b, 5, Class::Normal, t0);
         let pool = b.try_take(1.0, Class::Protected, t0).unwrap();
         assert_eq!(pool, Pool::Reserved);
         b.give_back(1.0, pool, t0);
-        assert!((b.available(t0) - 5.0).abs() < 1e-9);
+        assert!(close(b.available(t0), 5.0));
+        assert!(
+            b.try_take(1.0, Class::Normal, t0).is_err(),
+            "not refunded to general"
+        );
+        b.give_back(1.0, Pool::General, t0);
+        assert_eq!(b.try_take(1.0, Class::Normal, t0), Ok(Pool::General));
     }
 
     #[test]
-    fn zero_share_means_no_reserve() {
+    fn share_edges() {
         let t0 = Instant::now();
-        let mut b = PriorityBudget::new(10.0, 0.0, 1.0, t0);
-        for _ in 0..10 {
-            b.try_take(1.0, Class::Protected, t0).unwrap();
+        // (share, normal admitted, protected admitted after that)
+        let cases = [
+            (0.0, 10, 0),
+            (-1.0, 10, 0),
+            (f64::NAN, 10, 0),
+            (0.5, 5, 5),
+            (1.0, 0, 10),
+            (2.0, 0, 10),
+        ];
+        for (share, normal, protected) in cases {
+            let mut b = PriorityBudget::new(10.0, share, 1.0, t0);
+            let n = (0..20)
+                .filter(|_| b.try_take(1.0, Class::Normal, t0).is_ok())
+                .count();
+            let p = (0..20)
+                .filter(|_| b.try_take(1.0, Class::Protected, t0).is_ok())
+                .count();
+            assert_eq!((n, p), (normal, protected), "share {share}");
         }
-        assert!(b.try_take(1.0, Class::Protected, t0).is_err());
     }
 }

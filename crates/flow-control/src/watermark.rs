@@ -13,11 +13,13 @@ pub struct PartitionWatermark {
 }
 
 impl PartitionWatermark {
+    /// Nothing received yet.
     pub fn new() -> Self {
         Self::default()
     }
 
-    /// Tracks a received offset; false (ignored) if not above the last one.
+    /// Tracks a received offset; false (ignored) if not above the last one, which is how a
+    /// redelivery of an already tracked record shows up.
     pub fn received(&mut self, offset: i64) -> bool {
         if self.last_received.is_some_and(|last| offset <= last) {
             return false;
@@ -39,6 +41,7 @@ impl PartitionWatermark {
         while self.pending.front().is_some_and(|(_, done)| *done) {
             self.pending.pop_front();
         }
+        debug_assert!(!self.pending.front().is_some_and(|(_, done)| *done));
         true
     }
 
@@ -47,7 +50,7 @@ impl PartitionWatermark {
     pub fn commit_point(&self) -> Option<i64> {
         match self.pending.front() {
             Some((offset, _)) => Some(*offset),
-            None => self.last_received.map(|o| o + 1),
+            None => self.last_received.map(|o| o.saturating_add(1)),
         }
     }
 
@@ -56,19 +59,21 @@ impl PartitionWatermark {
         self.pending.iter().filter(|(_, done)| !done).count()
     }
 
+    /// Records that `offset` (a commit point) was committed to Kafka.
     pub fn mark_committed(&mut self, offset: i64) {
         self.committed = Some(offset);
     }
 
-    /// The commit point moved since the last commit.
+    /// There is a commit point and it is not the one last committed.
     pub fn needs_commit(&self) -> bool {
         self.commit_point().is_some() && self.commit_point() != self.committed
     }
 
-    /// Records received but not yet committable.
+    /// Offsets between the commit point and the last received one: how far a restart would
+    /// rewind (0 when nothing was received).
     pub fn commit_lag(&self) -> i64 {
         match (self.last_received, self.commit_point()) {
-            (Some(last), Some(point)) => last + 1 - point,
+            (Some(last), Some(point)) => last.saturating_add(1) - point,
             _ => 0,
         }
     }
@@ -81,10 +86,12 @@ pub struct OffsetTracker {
 }
 
 impl OffsetTracker {
+    /// No partitions.
     pub fn new() -> Self {
         Self::default()
     }
 
+    /// Tracks a received offset (see [`PartitionWatermark::received`]).
     pub fn received(&mut self, partition: i32, offset: i64) -> bool {
         self.partitions
             .entry(partition)
@@ -92,6 +99,7 @@ impl OffsetTracker {
             .received(offset)
     }
 
+    /// Marks an offset durable; false if the partition or offset is not pending.
     pub fn completed(&mut self, partition: i32, offset: i64) -> bool {
         self.partitions
             .get_mut(&partition)
@@ -107,6 +115,8 @@ impl OffsetTracker {
             .collect()
     }
 
+    /// Records a successful commit; ignored for a partition that is not tracked (revoked
+    /// while the commit was in flight).
     pub fn mark_committed(&mut self, partition: i32, offset: i64) {
         if let Some(w) = self.partitions.get_mut(&partition) {
             w.mark_committed(offset);
@@ -128,6 +138,7 @@ impl OffsetTracker {
         self.partitions.remove(&partition);
     }
 
+    /// Received but not yet durable, over all partitions.
     pub fn pending(&self) -> usize {
         self.partitions
             .values()
@@ -135,12 +146,14 @@ impl OffsetTracker {
             .sum()
     }
 
+    /// Received but not yet durable in one partition.
     pub fn pending_in(&self, partition: i32) -> usize {
         self.partitions
             .get(&partition)
             .map_or(0, PartitionWatermark::pending)
     }
 
+    /// See [`PartitionWatermark::commit_lag`]; 0 for an untracked partition.
     pub fn commit_lag(&self, partition: i32) -> i64 {
         self.partitions
             .get(&partition)
@@ -154,7 +167,7 @@ impl OffsetTracker {
             .and_then(PartitionWatermark::commit_point)
     }
 
-    /// Partitions with state.
+    /// Partitions with state, ascending.
     pub fn partitions(&self) -> impl Iterator<Item = i32> + '_ {
         self.partitions.keys().copied()
     }
@@ -164,68 +177,136 @@ impl OffsetTracker {
 mod tests {
     use super::*;
 
+    fn receive_all(w: &mut PartitionWatermark, offsets: &[i64]) {
+        for &o in offsets {
+            assert!(w.received(o), "{o}");
+        }
+    }
+
+    #[test]
+    fn nothing_received() {
+        let w = PartitionWatermark::new();
+        assert_eq!(w.commit_point(), None);
+        assert_eq!((w.pending(), w.commit_lag()), (0, 0));
+        assert!(!w.needs_commit());
+    }
+
     #[test]
     fn in_order_completion_advances() {
         let mut w = PartitionWatermark::new();
-        assert_eq!(w.commit_point(), None);
-        for o in 0..5 {
-            w.received(o);
-        }
+        receive_all(&mut w, &[0, 1, 2, 3, 4]);
         assert_eq!(w.commit_point(), Some(0));
-        w.completed(0);
-        w.completed(1);
-        assert_eq!(w.commit_point(), Some(2));
-        for o in 2..5 {
-            w.completed(o);
+        assert_eq!(w.pending(), 5);
+        for o in 0..5 {
+            assert!(w.completed(o));
+            assert_eq!(w.commit_point(), Some(o + 1));
+            assert_eq!(w.pending(), (4 - o) as usize);
         }
-        assert_eq!(w.commit_point(), Some(5));
-        assert_eq!(w.pending(), 0);
     }
 
     #[test]
     fn out_of_order_completion_never_passes_an_unfinished_offset() {
         let mut w = PartitionWatermark::new();
-        for o in 10..20 {
-            w.received(o);
-        }
+        receive_all(&mut w, &(10..20).collect::<Vec<_>>());
         for o in (11..20).rev() {
-            w.completed(o);
+            assert!(w.completed(o));
             assert_eq!(w.commit_point(), Some(10));
         }
-        assert_eq!(w.commit_lag(), 10);
-        w.completed(10);
+        assert_eq!((w.pending(), w.commit_lag()), (1, 10));
+        assert!(w.completed(10));
         assert_eq!(w.commit_point(), Some(20));
-        assert_eq!(w.commit_lag(), 0);
+        assert_eq!((w.pending(), w.commit_lag()), (0, 0));
+    }
+
+    #[test]
+    fn a_hole_in_the_middle_holds_the_watermark() {
+        let mut w = PartitionWatermark::new();
+        receive_all(&mut w, &[0, 1, 2, 3, 4]);
+        for o in [0, 1, 3, 4] {
+            w.completed(o);
+        }
+        assert_eq!(w.commit_point(), Some(2));
+        assert_eq!((w.pending(), w.commit_lag()), (1, 3));
+        w.completed(2);
+        assert_eq!(w.commit_point(), Some(5));
     }
 
     #[test]
     fn gaps_in_offsets() {
         let mut w = PartitionWatermark::new();
-        for o in [5, 7, 10] {
-            w.received(o);
-        }
+        receive_all(&mut w, &[5, 7, 10]);
+        assert_eq!(w.commit_point(), Some(5));
         w.completed(7);
         assert_eq!(w.commit_point(), Some(5));
         w.completed(5);
-        assert_eq!(w.commit_point(), Some(10));
+        assert_eq!(w.commit_point(), Some(10), "8 and 9 were never there");
         w.completed(10);
         assert_eq!(w.commit_point(), Some(11));
+    }
+
+    #[test]
+    fn receiving_after_everything_finished() {
+        let mut w = PartitionWatermark::new();
+        receive_all(&mut w, &[0, 1]);
+        w.completed(0);
+        w.completed(1);
+        assert_eq!(w.commit_point(), Some(2));
+        receive_all(&mut w, &[5]);
+        assert_eq!(w.commit_point(), Some(5));
+        assert_eq!(w.commit_lag(), 1);
     }
 
     #[test]
     fn unknown_duplicate_and_old_offsets() {
         let mut w = PartitionWatermark::new();
         assert!(w.received(3));
-        assert!(!w.received(3));
-        assert!(!w.received(1));
-        assert!(!w.completed(4));
+        assert!(!w.received(3), "duplicate");
+        assert!(!w.received(1), "older");
+        assert_eq!(w.pending(), 1);
+        assert!(!w.completed(4), "never received");
+        assert!(!w.completed(2), "never received, below");
         assert!(w.completed(3));
-        assert!(!w.completed(3));
+        assert!(!w.completed(3), "already done and popped");
+        assert!(!w.received(3), "still older than the last received");
     }
 
     #[test]
-    fn tracker_commits_only_moved_partitions_and_revokes() {
+    fn completing_twice_before_the_front_moves() {
+        let mut w = PartitionWatermark::new();
+        receive_all(&mut w, &[0, 1]);
+        assert!(w.completed(1));
+        assert!(!w.completed(1));
+        assert_eq!(w.pending(), 1);
+    }
+
+    #[test]
+    fn needs_commit_tracks_the_last_commit() {
+        let mut w = PartitionWatermark::new();
+        receive_all(&mut w, &[0, 1]);
+        assert!(w.needs_commit(), "first commit point");
+        w.mark_committed(0);
+        assert!(!w.needs_commit());
+        w.completed(1);
+        assert!(!w.needs_commit(), "0 still pending");
+        w.completed(0);
+        assert!(w.needs_commit());
+        w.mark_committed(2);
+        assert!(!w.needs_commit());
+    }
+
+    #[test]
+    fn extreme_offsets_do_not_overflow() {
+        let mut w = PartitionWatermark::new();
+        receive_all(&mut w, &[i64::MAX]);
+        w.completed(i64::MAX);
+        assert_eq!(w.commit_point(), Some(i64::MAX));
+        assert_eq!(w.commit_lag(), 0);
+    }
+
+    #[test]
+    fn tracker_commits_only_moved_partitions() {
         let mut t = OffsetTracker::new();
+        assert_eq!(t.to_commit(), vec![]);
         t.received(0, 0);
         t.received(0, 1);
         t.received(1, 0);
@@ -237,44 +318,128 @@ mod tests {
         assert_eq!(t.to_commit(), vec![], "offset 0 still pending");
         t.completed(0, 0);
         assert_eq!(t.to_commit(), vec![(0, 2)]);
-        assert_eq!(t.pending(), 1);
-        assert_eq!(t.pending_in(1), 1);
-        assert_eq!(t.revoke(0), Some(2));
-        assert_eq!(t.revoke(0), None);
+        assert_eq!(t.commit_point(0), Some(2));
+        t.mark_committed(0, 2);
+        assert_eq!(t.to_commit(), vec![]);
+        t.mark_committed(9, 5); // untracked: ignored
+        assert_eq!(t.partitions().collect::<Vec<_>>(), vec![0, 1]);
+    }
+
+    #[test]
+    fn tracker_counts() {
+        let mut t = OffsetTracker::new();
+        for o in 0..5 {
+            t.received(3, o);
+        }
+        t.received(7, 100);
+        t.completed(3, 1);
+        assert_eq!(t.pending(), 5);
+        assert_eq!(
+            (t.pending_in(3), t.pending_in(7), t.pending_in(8)),
+            (4, 1, 0)
+        );
+        assert_eq!(
+            (t.commit_lag(3), t.commit_lag(7), t.commit_lag(8)),
+            (5, 1, 0)
+        );
+        assert!(!t.completed(8, 0), "unknown partition");
+        assert!(!t.received(3, 4), "per-partition duplicate");
+        assert!(t.received(1, 4), "other partitions have their own order");
+    }
+
+    #[test]
+    fn revoke_returns_the_durable_point_and_drops_state() {
+        let mut t = OffsetTracker::new();
+        for o in 0..3 {
+            t.received(0, o);
+            t.received(1, o);
+        }
+        t.completed(0, 0);
+        t.completed(0, 2);
+        t.mark_committed(1, 0);
+        assert_eq!(t.revoke(0), Some(1), "2 is done but 1 is not");
+        assert_eq!(t.revoke(0), None, "already gone");
         assert_eq!(t.revoke(1), None, "nothing new to commit");
-        assert_eq!(t.pending(), 0);
-        assert!(!t.completed(7, 0));
+        assert_eq!((t.pending(), t.commit_point(0)), (0, None));
+        assert_eq!(t.to_commit(), vec![]);
+        assert!(t.received(0, 0), "starts afresh after reassignment");
+    }
+
+    #[test]
+    fn reset_forgets_a_partition() {
+        let mut t = OffsetTracker::new();
+        for o in 10..20 {
+            t.received(0, o);
+        }
+        t.received(1, 0);
+        t.reset(0);
+        assert_eq!((t.pending_in(0), t.commit_point(0)), (0, None));
+        assert_eq!(t.pending_in(1), 1, "other partitions untouched");
+        assert!(t.received(0, 12), "a seek back is accepted");
+        assert_eq!(t.commit_point(0), Some(12));
+    }
+
+    /// Tiny LCG so the orders are fixed without a rand dependency.
+    fn lcg(mut seed: u64) -> impl FnMut(usize) -> usize {
+        move |n| {
+            seed = seed
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            (seed >> 33) as usize % n
+        }
     }
 
     #[test]
     fn random_completion_orders_never_overshoot() {
-        let mut seed: u64 = 0x9E37_79B9_7F4A_7C15;
-        let mut next = move || {
-            seed = seed
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            (seed >> 33) as usize
-        };
+        let mut next = lcg(0x9E37_79B9_7F4A_7C15);
         for _ in 0..20 {
-            let mut w = PartitionWatermark::new();
-            let offsets: Vec<i64> = (0..1000).map(|i| i * 2).collect();
-            for &o in &offsets {
-                w.received(o);
+            // 1000 offsets with random gaps of 1..=3.
+            let mut offsets = Vec::with_capacity(1000);
+            let mut o = next(10) as i64;
+            for _ in 0..1000 {
+                offsets.push(o);
+                o += 1 + next(3) as i64;
             }
+            let mut w = PartitionWatermark::new();
+            receive_all(&mut w, &offsets);
             let mut order = offsets.clone();
             for i in (1..order.len()).rev() {
-                order.swap(i, next() % (i + 1));
+                order.swap(i, next(i + 1));
             }
             let mut done = std::collections::BTreeSet::new();
-            for o in order {
-                w.completed(o);
+            for (n, o) in order.into_iter().enumerate() {
+                assert!(w.completed(o));
                 done.insert(o);
                 let smallest_unfinished = offsets.iter().find(|x| !done.contains(x));
-                match smallest_unfinished {
-                    Some(u) => assert_eq!(w.commit_point(), Some(*u)),
-                    None => assert_eq!(w.commit_point(), Some(1999)),
-                }
+                let want = smallest_unfinished.map_or(offsets[999] + 1, |u| *u);
+                assert_eq!(w.commit_point(), Some(want));
+                assert_eq!(w.pending(), 999 - n);
             }
+        }
+    }
+
+    #[test]
+    fn random_interleaving_of_receive_and_complete() {
+        let mut next = lcg(7);
+        let mut w = PartitionWatermark::new();
+        let mut unfinished = std::collections::BTreeSet::new();
+        let mut offset = 0i64;
+        for _ in 0..5_000 {
+            if unfinished.is_empty() || next(2) == 0 {
+                offset += 1 + next(2) as i64;
+                assert!(w.received(offset));
+                unfinished.insert(offset);
+            } else {
+                let pick = *unfinished.iter().nth(next(unfinished.len())).unwrap();
+                assert!(w.completed(pick));
+                unfinished.remove(&pick);
+            }
+            let point = w.commit_point().unwrap();
+            match unfinished.first() {
+                Some(&smallest) => assert_eq!(point, smallest),
+                None => assert_eq!(point, offset + 1),
+            }
+            assert_eq!(w.pending(), unfinished.len());
         }
     }
 }
