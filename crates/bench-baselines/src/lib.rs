@@ -1,0 +1,89 @@
+//! Baselines for `bench/run.sh`: programs that do the least work the real services do, so
+//! the benchmark can report ratios instead of absolute numbers.
+//!
+//! * `bare-axum`: POST /api/logs → serde into [`WireEvent`] → 202.
+//! * `bare-producer`: a `BaseProducer` loop with the gateway's producer settings.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// The client event with the same fields as the gateway's wire format (no validation).
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct WireEvent {
+    pub correlation_id: String,
+    pub severity: String,
+    pub message: String,
+    pub source: String,
+    pub timestamp: i64,
+    #[serde(default)]
+    pub event_id: Option<uuid::Uuid>,
+    #[serde(default)]
+    pub attributes: Option<BTreeMap<String, serde_json::Value>>,
+}
+
+/// The normalized Kafka record, same shape as `log_event::LogEvent::to_record`.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Record<'a> {
+    pub event_id: uuid::fmt::Hyphenated,
+    pub correlation_id: &'a str,
+    pub severity: &'a str,
+    pub message: &'a str,
+    pub source: &'a str,
+    pub timestamp: i64,
+    pub attributes: BTreeMap<&'a str, serde_json::Value>,
+    pub received_at: i64,
+}
+
+/// One generated record (key, value) shaped like the gateway's records for the bench body.
+pub fn generated_record(i: u64, now_ms: i64) -> (String, Vec<u8>) {
+    let correlation_id = format!("bench-{}", i % 1024);
+    let mut attributes = BTreeMap::new();
+    attributes.insert("userId", serde_json::Value::from(i % 10_000));
+    attributes.insert("region", serde_json::Value::from("eu-west-1"));
+    let record = Record {
+        event_id: uuid::Uuid::now_v7().hyphenated(),
+        correlation_id: &correlation_id,
+        severity: "INFO",
+        message: "user logged in from a benchmark client with a moderately long message",
+        source: "bench-service",
+        timestamp: now_ms,
+        attributes,
+        received_at: now_ms,
+    };
+    let value = serde_json::to_vec(&record).expect("record serialization is infallible");
+    (correlation_id, value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wire_event_parses_the_bench_body() {
+        let body = r#"{"correlationId":"c","severity":"info","message":"m","source":"s",
+            "timestamp":1763800000000,"attributes":{"userId":7}}"#;
+        let ev: WireEvent = serde_json::from_str(body).unwrap();
+        assert_eq!(ev.correlation_id, "c");
+        assert!(serde_json::from_str::<WireEvent>(r#"{"nope":1}"#).is_err());
+    }
+
+    #[test]
+    fn generated_record_is_json_with_the_record_fields() {
+        let (key, value) = generated_record(3, 1_763_800_000_000);
+        assert_eq!(key, "bench-3");
+        let v: serde_json::Value = serde_json::from_slice(&value).unwrap();
+        for k in [
+            "eventId",
+            "correlationId",
+            "severity",
+            "message",
+            "source",
+            "timestamp",
+            "receivedAt",
+        ] {
+            assert!(v.get(k).is_some(), "{k}");
+        }
+    }
+}
