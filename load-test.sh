@@ -25,7 +25,6 @@ Needs oha (installed with cargo when missing), python3 and psql.
 USAGE
 }
 
-OHA_VERSION=1.16.0
 MAX_SECONDS=600
 rate=200 duration=30s concurrency=16 batch=1 mix="ERROR:5,WARN:15,INFO:70,DEBUG:10"
 url=http://127.0.0.1:8080 drain_timeout=180
@@ -68,11 +67,7 @@ path=/api/logs
 [ "$batch" -gt 1 ] && path=/api/logs/batch
 
 # --- tools ------------------------------------------------------------------------------
-if ! command -v oha >/dev/null || ! oha --help 2>/dev/null | grep -q -- --output-format; then
-  command -v cargo >/dev/null || die "oha is missing and so is cargo: install Rust (https://rustup.rs) or oha"
-  step "installing oha $OHA_VERSION with cargo (a few minutes, once)"
-  cargo install oha --locked --version "$OHA_VERSION" >&2 || die "cargo install oha failed"
-fi
+ensure_oha
 command -v psql >/dev/null || apt_install postgresql-client
 
 rows() { psql "$DATABASE_URL" -Atqc 'select count(*) from log_events'; }

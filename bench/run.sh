@@ -22,14 +22,24 @@ REPS=3
 CONNS=32
 if [ "$QUICK" = 1 ]; then
   DUR=3s; WARM=2s; P2_EVENTS=100000; P4_EVENTS=20000
+  P5_SEARCH=4; P5_HALF=4; P5_OVER=5; P6_OVER=6; P6_EVENTS=200000
 else
   DUR=10s; WARM=5s; P2_EVENTS=300000; P4_EVENTS=200000; REPS=${BENCH_REPS:-5}
+  P5_SEARCH=10; P5_HALF=15; P5_OVER=20; P6_OVER=30; P6_EVENTS=1000000
 fi
 
+LIB_TAG=bench
+RUN_DIR=$ROOT/.run
+# shellcheck source=scripts/lib.sh
+. "$ROOT/scripts/lib.sh"
 say() { printf '[bench %s] %s\n' "$(date +%T)" "$*" >&2; }
 die() { say "error: $*"; exit 1; }
-export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
-for t in oha psql curl python3; do command -v "$t" >/dev/null || die "$t not found"; done
+# What the bench needs, installed when missing (tansu is installed by scripts/tansu.sh).
+ensure_rust
+ensure_build_deps
+ensure_postgres
+ensure_oha
+for t in psql curl python3; do command -v "$t" >/dev/null || die "$t not found"; done
 
 free_port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
 clk_tck=$(getconf CLK_TCK)
@@ -63,7 +73,7 @@ say "starting tansu on 127.0.0.1:$KPORT"
 scripts/tansu.sh start --port "$KPORT" --metrics-port "$MPORT" --data "$TANSU_DATA" 2>"$RUN/tansu-start.log"
 TANSU_PID=$(cat "$TANSU_DATA/tansu.pid")
 BROKERS=127.0.0.1:$KPORT
-for topic in bench-events bench-backlog; do
+for topic in bench-events bench-backlog bench-p5 bench-p6; do
   scripts/tansu.sh create-topic "$topic" --partitions 3 --port "$KPORT" 2>>"$RUN/tansu-start.log"
 done
 
@@ -102,6 +112,11 @@ def ev(i):
             "source": "bench-service", "timestamp": now,
             "attributes": {"userId": i % 10000, "region": "eu-west-1"}}
 open(f"{run}/single.json", "w").write(json.dumps(ev(7)))
+err = dict(ev(8), severity="error", message="payment failed for a benchmark client")
+open(f"{run}/single-error.json", "w").write(json.dumps(err))
+# 90 % info, 10 % error: the share a log stream typically has, and what RESERVED_SHARE=0.1 expects.
+open(f"{run}/batch100-mixed.ndjson", "w").write(
+    "\n".join(json.dumps(dict(ev(i), severity="error") if i % 10 == 9 else ev(i)) for i in range(100)) + "\n")
 open(f"{run}/batch100.ndjson", "w").write("\n".join(json.dumps(ev(i)) for i in range(100)) + "\n")
 PY
 
@@ -211,6 +226,11 @@ for rep in $(seq 1 "$REPS"); do
   IFS='|' read -r span first_batch <<<"$("${PSQL[@]}" -c "SELECT extract(epoch FROM max(stored_at) - min(stored_at)), count(*) FILTER (WHERE stored_at = (SELECT min(stored_at) FROM log_events)) FROM log_events")"
   kill "$CONS_PID"; wait "$CONS_PID" 2>/dev/null || true
   record "{\"measure\":\"P4\",\"side\":\"ours\",\"rep\":$rep,\"r\":{\"rows\":$n,\"first_rows\":$first_n,\"t0\":$first_t,\"t1\":$last_t,\"ready_t\":$ready_t,\"stored_span_s\":$span,\"first_batch_rows\":$first_batch,\"batch_seconds_sum\":$bsum,\"batches\":$bcnt,\"batch_rows\":$rows,\"hwm_kb\":$CONS_HWM},\"cpu\":{\"consumer\":$(fsub "$cc1" "$cc0"),\"broker\":$(fsub "$tc1" "$tc0")}}"
+  # The broker's fetch ceiling: a bare consumer that reads the same backlog and stores nothing.
+  t0=$(cpu_s "$TANSU_PID")
+  r=$("$BIN/bare-consumer" --brokers "$BROKERS" --topic bench-backlog --events "$P4_EVENTS")
+  t1=$(cpu_s "$TANSU_PID")
+  record "{\"measure\":\"P4\",\"side\":\"ceiling\",\"rep\":$rep,\"r\":$r,\"cpu\":{\"broker\":$(fsub "$t1" "$t0")}}"
   if [ "$rep" = 1 ]; then
     "${PSQL[@]}" -c "\\copy log_events ($COLS) TO '$RUN/rows.csv' WITH (FORMAT csv)"
   fi
@@ -220,6 +240,140 @@ for rep in $(seq 1 "$REPS"); do
   s1=$(date +%s.%N)
   record "{\"measure\":\"P4\",\"side\":\"baseline\",\"rep\":$rep,\"r\":{\"rows\":$P4_EVENTS,\"seconds\":$(fsub "$s1" "$s0")}}"
 done
+
+# ---------------------------------------------------------------- P5 + P6 (gateway)
+# The whole pipeline runs: gateway → tansu → consumer → PostgreSQL, single events, 90 % info
+# and 10 % error bodies. First the sustainable rate S is searched with the limiter out of the
+# way; then a gateway with its real flow control, configured for that capacity (RATE_MAX=S,
+# RATE_MIN=S/10, default lag thresholds, lag measured every 5 s), gets 50 % and 3x of S from
+# the open-loop generator (latency from the scheduled send time), alternately, REPS times.
+# The limiter-free gateway stays up as a lag probe (LAG_INTERVAL_MS=500, no traffic).
+"${PSQL[@]}" -c "TRUNCATE log_events" >/dev/null
+P5_GROUP="bench-p5-$DB"
+env CONSUMER_ADDR="127.0.0.1:$CONS_PORT" KAFKA_BROKERS="$BROKERS" KAFKA_TOPIC=bench-p5 \
+    KAFKA_GROUP_ID="$P5_GROUP" DATABASE_URL="$DBURL" LOG_FORMAT=json RUST_LOG=warn \
+    "$BIN/log-consumer" >"$RUN/consumer-p5.log" 2>&1 &
+P5_CONS_PID=$!; PIDS+=("$P5_CONS_PID")
+wait_http "http://127.0.0.1:$CONS_PORT/health/ready" 60 || die "P5 consumer not ready; see $RUN/consumer-p5.log"
+PROBE_PORT=$(free_port); LIM_PORT=$(free_port)
+start_gateway gateway-open "$PROBE_PORT" KAFKA_TOPIC=bench-p5 KAFKA_GROUP_ID="$P5_GROUP" LAG_INTERVAL_MS=500
+PROBE_PID=$STARTED
+lag_now() { # consumer lag as the probe gateway last measured it; -1 when unknown
+  curl -fsS "http://127.0.0.1:$PROBE_PORT/api/logs/health" 2>/dev/null |
+    python3 -c 'import json,sys
+try:
+    v = json.load(sys.stdin).get("consumerLag")
+except Exception:
+    v = None
+print(-1 if v is None else v)'
+}
+wait_lag_below() { # limit seconds → prints seconds waited, or fails
+  local t0 deadline l
+  t0=$(date +%s.%N); deadline=$((SECONDS + $2))
+  while :; do
+    l=$(lag_now)
+    if [ "$l" -ge 0 ] && [ "$l" -lt "$1" ]; then fsub "$(date +%s.%N)" "$t0"; echo; return 0; fi
+    [ $SECONDS -lt $deadline ] || return 1
+    sleep 0.25
+  done
+}
+loadgen() { "$BIN/loadgen" "$@"; }
+SINGLE_BODIES=()
+for i in 1 2 3 4 5 6 7 8 9; do SINGLE_BODIES+=(--body "$RUN/single.json"); done
+SINGLE_BODIES+=(--body "$RUN/single-error.json")
+jget() { python3 -c 'import json,sys; d=json.loads(sys.argv[1])
+for k in sys.argv[2].split("."): d = d[k]
+print(d)' "$1" "$2"; }
+
+say "P5: sustainable rate: closed loop, 256 connections, ${P5_SEARCH}s, consumer running"
+wait_lag_below 1000 60 >/dev/null || die "lag probe never reported a lag below 1000"
+r=$(loadgen --url "http://127.0.0.1:$PROBE_PORT/api/logs" "${SINGLE_BODIES[@]}" --rate 0 --concurrency 256 --duration "$P5_SEARCH")
+record "{\"measure\":\"P5\",\"side\":\"search\",\"step\":\"closed-loop\",\"r\":$r,\"lag_after\":$(lag_now)}"
+closed=$(jget "$r" accepted_per_sec)
+S=$(awk -v c="$closed" 'BEGIN{printf "%d", int(c * 0.9 / 100) * 100}')
+SUSTAINED=
+for try in 1 2 3 4 5; do
+  wait_lag_below 1000 120 >/dev/null || die "consumer did not catch up between search steps"
+  say "P5: is $S events/s sustainable? (open loop, ${P5_SEARCH}s)"
+  r=$(loadgen --url "http://127.0.0.1:$PROBE_PORT/api/logs" "${SINGLE_BODIES[@]}" --rate "$S" --concurrency 512 --duration "$P5_SEARCH")
+  sleep 1.5   # two probe intervals, so the lag below was measured after the last request
+  lag=$(lag_now)
+  record "{\"measure\":\"P5\",\"side\":\"search\",\"step\":$S,\"r\":$r,\"lag_after\":$lag}"
+  ok=$(python3 -c 'import json,sys; d=json.loads(sys.argv[1]); s=float(sys.argv[2]); lag=int(sys.argv[3])
+want = s * d["seconds"]
+p99 = (d["accepted_latency"] or {}).get("p99_ms", 1e9)
+print(1 if d["accepted"] >= 0.99 * want and 0 <= lag < s and d["late_starts"] < 0.01 * want and p99 < 1000 else 0)' "$r" "$S" "$lag")
+  if [ "$ok" = 1 ]; then SUSTAINED=$S; break; fi
+  S=$(awk -v s="$S" 'BEGIN{printf "%d", int(s * 0.8 / 100) * 100}')
+done
+[ -n "$SUSTAINED" ] || die "no sustainable rate found (see $RAW)"
+say "P5: sustainable rate S = $S events/s"
+RMIN=$(awk -v s="$S" 'BEGIN{printf "%d", s / 10}')
+start_gateway gateway-limited "$LIM_PORT" KAFKA_TOPIC=bench-p5 KAFKA_GROUP_ID="$P5_GROUP" \
+  RATE_MAX="$S" RATE_MIN="$RMIN" SHED_BELOW=WARN LAG_INTERVAL_MS=5000
+LIM_PID=$STARTED
+HALF=$((S / 2)); OVER=$((S * 3))
+for rep in $(seq 1 "$REPS"); do
+  wait_lag_below 1000 120 >/dev/null || die "consumer did not catch up before P5 repetition $rep"
+  sleep 5   # let the limiter see the low lag (5 s interval) and refill
+  say "P5 repetition $rep/$REPS: 50 % load ($HALF/s, ${P5_HALF}s)"
+  r=$(loadgen --url "http://127.0.0.1:$LIM_PORT/api/logs" "${SINGLE_BODIES[@]}" --rate "$HALF" --concurrency 256 --duration "$P5_HALF")
+  record "{\"measure\":\"P5\",\"side\":\"half\",\"rep\":$rep,\"S\":$S,\"r\":$r}"
+  wait_lag_below 1000 120 >/dev/null || die "consumer did not catch up after the 50 % run"
+  sleep 5
+  say "P5 repetition $rep/$REPS: 3x overload ($OVER/s offered, ${P5_OVER}s)"
+  c0=$(cpu_s "$LIM_PID"); t0=$(cpu_s "$TANSU_PID"); k0=$(cpu_s "$P5_CONS_PID")
+  r=$(loadgen --url "http://127.0.0.1:$LIM_PORT/api/logs" "${SINGLE_BODIES[@]}" --rate "$OVER" --concurrency 512 --duration "$P5_OVER")
+  c1=$(cpu_s "$LIM_PID"); t1=$(cpu_s "$TANSU_PID"); k1=$(cpu_s "$P5_CONS_PID")
+  peak_lag=$(lag_now)
+  rec=$(wait_lag_below 10000 300) || rec=null
+  record "{\"measure\":\"P5\",\"side\":\"over\",\"rep\":$rep,\"S\":$S,\"r\":$r,\"lag_at_stop\":$peak_lag,\"recovery_s\":$rec,\"cpu\":{\"gateway\":$(fsub "$c1" "$c0"),\"broker\":$(fsub "$t1" "$t0"),\"consumer\":$(fsub "$k1" "$k0")}}"
+done
+
+say "P6: gateway RSS under 10x overload ($((S * 10)) events/s offered as 100-event batches, ${P6_OVER}s)"
+wait_lag_below 1000 120 >/dev/null || true
+sleep 5
+RSS_LOG=$RUN/rss-gateway.tsv
+( while kill -0 "$LIM_PID" 2>/dev/null; do
+    printf '%s\t%s\n' "$(date +%s.%N)" "$(awk '/VmRSS/{print $2}' "/proc/$LIM_PID/status")"; sleep 0.25
+  done ) >"$RSS_LOG" 2>/dev/null &
+SAMPLER=$!; PIDS+=("$SAMPLER")
+g0=$(date +%s.%N)
+r=$(loadgen --url "http://127.0.0.1:$LIM_PORT/api/logs/batch" --content-type application/x-ndjson \
+      --body "$RUN/batch100-mixed.ndjson" --rate "$(awk -v s="$S" 'BEGIN{print s / 10}')" --concurrency 256 --duration "$P6_OVER")
+g1=$(date +%s.%N)
+kill "$SAMPLER" 2>/dev/null || true
+record "{\"measure\":\"P6\",\"side\":\"gateway\",\"S\":$S,\"t0\":$g0,\"t1\":$g1,\"hwm_kb\":$(hwm_kb "$LIM_PID"),\"rss_log\":\"$RSS_LOG\",\"r\":$r}"
+kill "$LIM_PID" "$PROBE_PID" "$P5_CONS_PID" 2>/dev/null || true
+wait "$P5_CONS_PID" 2>/dev/null || true
+
+# ---------------------------------------------------------------- P6 (consumer)
+say "P6: producing a backlog of $P6_EVENTS events into bench-p6"
+"$BIN/bare-producer" --brokers "$BROKERS" --topic bench-p6 --events "$P6_EVENTS" >"$RUN/backlog-p6.json"
+"${PSQL[@]}" -c "TRUNCATE log_events" >/dev/null
+say "P6: consumer draining $P6_EVENTS events, RSS sampled every 0.5 s"
+env CONSUMER_ADDR="127.0.0.1:$CONS_PORT" KAFKA_BROKERS="$BROKERS" KAFKA_TOPIC=bench-p6 \
+    KAFKA_GROUP_ID="bench-p6-$DB" DATABASE_URL="$DBURL" LOG_FORMAT=json RUST_LOG=warn \
+    "$BIN/log-consumer" >"$RUN/consumer-p6.log" 2>&1 &
+P6_CONS_PID=$!; PIDS+=("$P6_CONS_PID")
+RSS_LOG6=$RUN/rss-consumer.tsv
+( while kill -0 "$P6_CONS_PID" 2>/dev/null; do
+    printf '%s\t%s\n' "$(date +%s.%N)" "$(awk '/VmRSS/{print $2}' "/proc/$P6_CONS_PID/status")"; sleep 0.5
+  done ) >"$RSS_LOG6" 2>/dev/null &
+SAMPLER=$!; PIDS+=("$SAMPLER")
+wait_http "http://127.0.0.1:$CONS_PORT/health/ready" 60 || die "P6 consumer not ready; see $RUN/consumer-p6.log"
+d0=$(date +%s.%N); deadline=$((SECONDS + (QUICK == 1 ? 120 : 900))); n=0; last_say=$SECONDS
+while [ "$n" -lt "$P6_EVENTS" ]; do
+  [ $SECONDS -lt $deadline ] || die "P6 consumer stored only $n/$P6_EVENTS rows in time"
+  sleep 0.5
+  n=$("${PSQL[@]}" -c "SELECT count(*) FROM log_events")
+  if [ $((SECONDS - last_say)) -ge 10 ]; then say "P6: $n/$P6_EVENTS rows stored"; last_say=$SECONDS; fi
+done
+d1=$(date +%s.%N)
+kill "$SAMPLER" 2>/dev/null || true
+record "{\"measure\":\"P6\",\"side\":\"consumer\",\"events\":$P6_EVENTS,\"t0\":$d0,\"t1\":$d1,\"hwm_kb\":$(hwm_kb "$P6_CONS_PID"),\"rss_log\":\"$RSS_LOG6\"}"
+kill "$P6_CONS_PID" 2>/dev/null || true
+wait "$P6_CONS_PID" 2>/dev/null || true
 
 # ---------------------------------------------------------------- report
 record "{\"measure\":\"rss\",\"r\":{\"gateway_hwm_kb\":$GW_HWM,\"bare_axum_hwm_kb\":$BARE_HWM,\"consumer_hwm_kb\":${CONS_HWM:-0}}}"

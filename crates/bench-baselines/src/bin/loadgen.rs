@@ -1,0 +1,185 @@
+//! Open-loop HTTP load generator for `bench/run.sh` (P5, P6).
+//!
+//! Request `i` is *scheduled* at `start + i / rate`; a pool of `--concurrency` workers sends
+//! them, and every latency is measured from the scheduled time, not from the moment a
+//! worker got round to it. So when the server slows down the queueing delay shows up in the
+//! latency (no coordinated omission), and the offered rate stays what was asked for as long
+//! as workers are free. With `--rate 0` it is closed-loop (each worker sends back to back).
+//!
+//! Prints one JSON line: counts per status, accepted (2xx) per second, latency percentiles
+//! of the accepted and of the refused answers, 429s that lacked `Retry-After`, and how many
+//! requests started more than 10 ms after their scheduled time (the generator itself could
+//! not keep up).
+
+use clap::Parser;
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::time::Instant;
+
+#[derive(Parser)]
+#[command(about = "Open-loop HTTP POST load generator (latency from the scheduled send time)")]
+struct Args {
+    /// Target URL.
+    #[arg(long)]
+    url: String,
+    /// File whose bytes are the request body; repeat to cycle through several bodies
+    /// (request `i` sends body `i mod n`).
+    #[arg(long, required = true)]
+    body: Vec<std::path::PathBuf>,
+    /// Content-Type of the body.
+    #[arg(long, default_value = "application/json")]
+    content_type: String,
+    /// Requests per second to offer; 0 = closed loop.
+    #[arg(long, default_value_t = 0.0)]
+    rate: f64,
+    /// Seconds to offer load for.
+    #[arg(long, default_value_t = 10.0)]
+    duration: f64,
+    /// Most requests in flight at once (workers, each with its own keep-alive connection).
+    #[arg(long, default_value_t = 256)]
+    concurrency: usize,
+    /// Per-request timeout in seconds.
+    #[arg(long, default_value_t = 30.0)]
+    timeout: f64,
+}
+
+#[derive(Default)]
+struct Samples {
+    by_status: BTreeMap<u16, u64>,
+    accepted_us: Vec<u32>,
+    refused_us: Vec<u32>,
+    errors: u64,
+    missing_retry_after: u64,
+    late: u64,
+}
+
+fn percentiles(v: &mut [u32]) -> serde_json::Value {
+    if v.is_empty() {
+        return serde_json::Value::Null;
+    }
+    v.sort_unstable();
+    let at =
+        |q: f64| v[((v.len() as f64 * q).ceil() as usize).clamp(1, v.len()) - 1] as f64 / 1000.0;
+    let mean = v.iter().map(|&x| x as f64).sum::<f64>() / v.len() as f64 / 1000.0;
+    serde_json::json!({
+        "p50_ms": at(0.50), "p90_ms": at(0.90), "p99_ms": at(0.99), "max_ms": at(1.0),
+        "mean_ms": mean, "n": v.len(),
+    })
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args = Args::parse();
+    let bodies = args
+        .body
+        .iter()
+        .map(|p| bytes_of(p))
+        .collect::<Result<Arc<[_]>, _>>()?;
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(args.concurrency)
+        .timeout(Duration::from_secs_f64(args.timeout))
+        .tcp_nodelay(true)
+        .build()?;
+    let next = Arc::new(AtomicU64::new(0));
+    let start = Instant::now() + Duration::from_millis(50);
+    let end = start + Duration::from_secs_f64(args.duration);
+    let interval = (args.rate > 0.0).then(|| Duration::from_secs_f64(1.0 / args.rate));
+
+    let mut workers = Vec::with_capacity(args.concurrency);
+    for _ in 0..args.concurrency {
+        let (client, next, bodies) = (client.clone(), next.clone(), bodies.clone());
+        let (url, ct) = (args.url.clone(), args.content_type.clone());
+        workers.push(tokio::spawn(async move {
+            let mut s = Samples::default();
+            tokio::time::sleep_until(start).await;
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let scheduled = match interval {
+                    Some(iv) => {
+                        let at = start + iv.mul_f64(i as f64);
+                        if at >= end {
+                            break;
+                        }
+                        tokio::time::sleep_until(at).await;
+                        if Instant::now().duration_since(at) > Duration::from_millis(10) {
+                            s.late += 1;
+                        }
+                        at
+                    }
+                    None => {
+                        let now = Instant::now();
+                        if now >= end {
+                            break;
+                        }
+                        now
+                    }
+                };
+                let sent = client
+                    .post(&url)
+                    .header("content-type", &ct)
+                    .body(bodies[i as usize % bodies.len()].clone())
+                    .send()
+                    .await;
+                match sent {
+                    Ok(resp) => {
+                        let status = resp.status();
+                        if status.as_u16() == 429 && !resp.headers().contains_key("retry-after") {
+                            s.missing_retry_after += 1;
+                        }
+                        // Read the body so the connection is reused.
+                        let _ = resp.bytes().await;
+                        let us = scheduled.elapsed().as_micros().min(u32::MAX as u128) as u32;
+                        *s.by_status.entry(status.as_u16()).or_default() += 1;
+                        if status.is_success() {
+                            s.accepted_us.push(us);
+                        } else {
+                            s.refused_us.push(us);
+                        }
+                    }
+                    Err(_) => s.errors += 1,
+                }
+            }
+            s
+        }));
+    }
+    let mut all = Samples::default();
+    for w in workers {
+        let s = w.await?;
+        for (k, v) in s.by_status {
+            *all.by_status.entry(k).or_default() += v;
+        }
+        all.accepted_us.extend(s.accepted_us);
+        all.refused_us.extend(s.refused_us);
+        all.errors += s.errors;
+        all.missing_retry_after += s.missing_retry_after;
+        all.late += s.late;
+    }
+    let seconds = args.duration;
+    let accepted = all.accepted_us.len() as u64;
+    let total: u64 = all.by_status.values().sum::<u64>() + all.errors;
+    println!(
+        "{}",
+        serde_json::json!({
+            "offered_rate": args.rate,
+            "seconds": seconds,
+            "wall_seconds": start.elapsed().as_secs_f64(),
+            "requests": total,
+            "sent_per_sec": total as f64 / seconds,
+            "accepted": accepted,
+            "accepted_per_sec": accepted as f64 / seconds,
+            "by_status": all.by_status.iter().map(|(k, v)| (k.to_string(), *v)).collect::<BTreeMap<_, _>>(),
+            "errors": all.errors,
+            "missing_retry_after": all.missing_retry_after,
+            "late_starts": all.late,
+            "accepted_latency": percentiles(&mut all.accepted_us),
+            "refused_latency": percentiles(&mut all.refused_us),
+        })
+    );
+    Ok(())
+}
+
+fn bytes_of(path: &std::path::Path) -> std::io::Result<axum::body::Bytes> {
+    Ok(axum::body::Bytes::from(std::fs::read(path)?))
+}
