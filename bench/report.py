@@ -28,6 +28,9 @@ def get(measure, side):
 def rate(measure, r):
     """Events (rows) per second of one repetition."""
     x = r["r"]
+    if measure == "P3" and "span_s" in r:
+        # answered at enqueue: events ÷ (load + time until the producer queue drained)
+        return x["n202"] / r["span_s"]
     if measure in ("P1", "P3"):
         return x["rps_202"]
     if measure == "P2":
@@ -46,13 +49,13 @@ def spread(values):
             "values": values}
 
 
-GOALS = {"P1": 0.5, "P2": 0.8, "P3": 0.85, "P4": None}
+GOALS = {"P1": 0.5, "P2": 0.8, "P3": 0.85, "P4": 0.7}
 DESC = {
     "P1": ("gateway POST /api/logs accepted events/s ÷ bare axum handler (serde parse → 202)",
            "bare-axum", f"oha -c {conns}, same single-event body"),
     "P2": ("gateway POST /api/logs/batch (100 events/request) events/s ÷ bare rdkafka BaseProducer loop",
            "bare-producer", f"oha -c {conns} vs {p2_events} pre-serialized records, same broker, same producer settings"),
-    "P3": ("gateway 202-after-delivery-report ÷ same gateway with BENCH_ACK_ON_ENQUEUE=true",
+    "P3": ("gateway 202-after-delivery-report ÷ same gateway with BENCH_ACK_ON_ENQUEUE=true (sustained: until its queue drained)",
            "gateway (ack on enqueue)", f"oha -c {conns}, single events"),
     "P4": ("consumer rows/s draining a backlog ÷ psql \\copy of the same rows into log_events",
            "psql \\copy", f"{p4_events} events"),
@@ -99,6 +102,16 @@ if "P4" in results and results["P4"]["ours"] is not None:
     results["P4"]["note"] = ("broker-bound: tansu 0.6.0 serves fetches slowly; the database-side rate is "
                              "rows per second of batch-write time (sum of consumer_batch_size / sum of "
                              "consumer_batch_duration_seconds), per writer (DB_CONCURRENCY=4 run at once)")
+
+p3b = get("P3", "baseline")
+if p3b and results.get("P3", {}).get("ours"):
+    raw_b = [r["r"]["rps_202"] for r in p3b]
+    results["P3"]["baseline_answer_rate"] = statistics.median(raw_b)
+    results["P3"]["ratio_answer_rate"] = results["P3"]["ours"] / statistics.median(raw_b)
+    if all("drain_s" in r for r in p3b):
+        results["P3"]["baseline_drain_s"] = spread([r["drain_s"] for r in p3b])
+    results["P3"]["note"] = ("baseline = events answered at enqueue ÷ (load duration + time until that gateway's producer "
+                             "queue was empty); ratio_answer_rate uses its bare answer rate instead")
 
 # Broker ceilings measured in this run: what no gateway / consumer could beat on this broker.
 ceil4 = [r["r"]["events_per_sec"] for r in get("P4", "ceiling")]
@@ -273,16 +286,22 @@ if p1o:
     secs = [r["r"]["seconds"] for r in p1o]
     gw_cores = statistics.median(r["cpu"]["gateway"] / s_ for r, s_ in zip(p1o, secs))
     br_cores = statistics.median(r["cpu"]["broker"] / s_ for r, s_ in zip(p1o, secs))
-    p3b = get("P3", "baseline")
-    avg_e = statistics.median(r["r"]["avg_s"] for r in p3b if r["r"].get("avg_s")) if p3b else None
+    p3 = results.get("P3", {})
     lines.append(
-        f"- **P1/P3 (single events, 202 after the delivery report)**: with {conns} connections the mean "
-        f"latency was {avg * 1000:.2f} ms, so (Little's law) throughput = connections ÷ latency = {conns} ÷ {avg * 1000:.2f} ms = "
-        f"{int(conns) / avg:,.0f} requests/s (measured {f(results['P1']['ours'])}). During those runs the gateway used "
-        f"{gw_cores:.2f} cores and tansu {br_cores:.2f} cores of 2: the machine was not saturated; each request waits "
-        f"linger.ms=5 plus the broker's acks=all round trip. Answering at enqueue (P3 baseline) the mean latency is "
-        + (f"{avg_e * 1000:.2f} ms" if avg_e else "–") +
-        ". The ratio is latency-bound and scales with client concurrency, not with gateway CPU.")
+        f"- **P1 (single events, 202 after the delivery report)**: {conns} connections, mean latency "
+        f"{avg * 1000:.2f} ms; during those runs the gateway used {gw_cores:.2f} cores and tansu {br_cores:.2f} cores, "
+        "the load generator and the kernel's loopback TCP the rest of the two cores. Per event the broker alone spends "
+        "about as much CPU as the whole bare axum request (see the CPU table), so the ratio is bounded by the broker's "
+        "produce path and the shared cores (ceiling below), not by waiting.")
+    if p3.get("ratio_answer_rate") is not None:
+        dr = p3.get("baseline_drain_s")
+        lines.append(
+            f"- **P3**: answering at enqueue, the same gateway answered {f(p3['baseline_answer_rate'])} requests/s, "
+            f"but those events were not at the broker yet: its producer queue needed a further "
+            f"{dr['median']:.2f} s (median) to drain after each run, so it sustained {f(p3['baseline'])} events/s into the broker. "
+            f"The ratio uses the sustained rate ({p3['ratio']:.3f}); against the bare answer rate it is "
+            f"{p3['ratio_answer_rate']:.3f}. Answering at enqueue only moves the broker's work after the answer (and "
+            "loses every queued event on a crash); it does not make the broker faster.")
 p2 = results.get("P2", {})
 if p2.get("ours"):
     lines.append(f"- **P2 (batches of 100)**: gateway {f(p2['ours'])} events/s vs bare producer {f(p2['baseline'])}; "
@@ -333,7 +352,7 @@ if p5.get("ours") is not None:
                                for k in ("p50_ms", "p90_ms", "p99_ms", "max_ms")) + " |", "",
               "## P5 details", "",
               "- sustainable-rate search (closed loop first, then open-loop steps; a step passes when ≥ 99 % of the "
-              "offered events were accepted, the lag 1.5 s after the step is below one second of events, and p99 < 1 s): "
+              "offered events were accepted, at ≥ 97 % of the offered rate over the real elapsed time, the lag 1.5 s after the step is below one second of events, and p99 < 250 ms): "
               + "; ".join(f"{x['step']}: {f(x['accepted_per_sec'])}/s accepted, p99 "
                           + ("–" if x['p99_ms'] is None else f"{x['p99_ms']:.1f} ms") + f", lag after {x['lag_after']}"
                           for x in p5["search"]),

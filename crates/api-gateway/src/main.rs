@@ -3,6 +3,12 @@
 use api_gateway::{shutdown_signal, Application, Config};
 use clap::Parser;
 
+/// mimalloc instead of glibc malloc: the request path allocates and frees many small
+/// objects across threads; with glibc about a fifth of the gateway's CPU went to
+/// malloc/free (perf, 256 connections of single events; docs/BENCHMARKS.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cfg = Config::parse();

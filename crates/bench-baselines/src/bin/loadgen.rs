@@ -11,7 +11,9 @@
 //! requests started more than 10 ms after their scheduled time (the generator itself could
 //! not keep up).
 
+use bytes::Bytes;
 use clap::Parser;
+use http_body_util::{BodyExt, Full};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -77,11 +79,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .iter()
         .map(|p| bytes_of(p))
         .collect::<Result<Arc<[_]>, _>>()?;
-    let client = reqwest::Client::builder()
-        .pool_max_idle_per_host(args.concurrency)
-        .timeout(Duration::from_secs_f64(args.timeout))
-        .tcp_nodelay(true)
-        .build()?;
+    let uri: hyper::Uri = args.url.parse()?;
+    let authority = uri.authority().ok_or("the URL has no host:port")?.clone();
+    let path = uri
+        .path_and_query()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "/".into());
+    let timeout = Duration::from_secs_f64(args.timeout);
     let next = Arc::new(AtomicU64::new(0));
     let start = Instant::now() + Duration::from_millis(50);
     let end = start + Duration::from_secs_f64(args.duration);
@@ -89,10 +93,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let mut workers = Vec::with_capacity(args.concurrency);
     for _ in 0..args.concurrency {
-        let (client, next, bodies) = (client.clone(), next.clone(), bodies.clone());
-        let (url, ct) = (args.url.clone(), args.content_type.clone());
+        let (next, bodies) = (next.clone(), bodies.clone());
+        let (authority, path, ct) = (authority.clone(), path.clone(), args.content_type.clone());
         workers.push(tokio::spawn(async move {
             let mut s = Samples::default();
+            let mut conn: Option<Conn> = None;
             tokio::time::sleep_until(start).await;
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
@@ -116,29 +121,31 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                         now
                     }
                 };
-                let sent = client
-                    .post(&url)
-                    .header("content-type", &ct)
-                    .body(bodies[i as usize % bodies.len()].clone())
-                    .send()
-                    .await;
+                let body = bodies[i as usize % bodies.len()].clone();
+                let sent = tokio::time::timeout(
+                    timeout,
+                    send(&mut conn, &authority, &path, &ct, body),
+                )
+                .await
+                .unwrap_or(Err(()));
                 match sent {
-                    Ok(resp) => {
-                        let status = resp.status();
-                        if status.as_u16() == 429 && !resp.headers().contains_key("retry-after") {
+                    Ok((status, has_retry_after)) => {
+                        if status == 429 && !has_retry_after {
                             s.missing_retry_after += 1;
                         }
-                        // Read the body so the connection is reused.
-                        let _ = resp.bytes().await;
                         let us = scheduled.elapsed().as_micros().min(u32::MAX as u128) as u32;
-                        *s.by_status.entry(status.as_u16()).or_default() += 1;
-                        if status.is_success() {
+                        *s.by_status.entry(status).or_default() += 1;
+                        if (200..300).contains(&status) {
                             s.accepted_us.push(us);
                         } else {
                             s.refused_us.push(us);
                         }
                     }
-                    Err(_) => s.errors += 1,
+                    Err(()) => {
+                        // Start over on a fresh connection.
+                        conn = None;
+                        s.errors += 1;
+                    }
                 }
             }
             s
@@ -156,7 +163,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         all.missing_retry_after += s.missing_retry_after;
         all.late += s.late;
     }
-    let seconds = args.duration;
+    // Rates over the real elapsed time (to the last answer), not the nominal duration: when
+    // the generator or the server falls behind, the run stretches and the rates show it.
+    let seconds = start.elapsed().as_secs_f64().max(args.duration);
     let accepted = all.accepted_us.len() as u64;
     let total: u64 = all.by_status.values().sum::<u64>() + all.errors;
     println!(
@@ -164,7 +173,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         serde_json::json!({
             "offered_rate": args.rate,
             "seconds": seconds,
-            "wall_seconds": start.elapsed().as_secs_f64(),
+            "nominal_seconds": args.duration,
             "requests": total,
             "sent_per_sec": total as f64 / seconds,
             "accepted": accepted,
@@ -180,6 +189,43 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
-fn bytes_of(path: &std::path::Path) -> std::io::Result<axum::body::Bytes> {
-    Ok(axum::body::Bytes::from(std::fs::read(path)?))
+type Conn = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
+
+/// One request on the worker's own keep-alive connection (opened on first use): status and
+/// whether a `Retry-After` header came with it. The body is read to the end.
+async fn send(
+    conn: &mut Option<Conn>,
+    authority: &hyper::http::uri::Authority,
+    path: &str,
+    content_type: &str,
+    body: Bytes,
+) -> Result<(u16, bool), ()> {
+    if conn.as_ref().is_none_or(|c| c.is_closed()) {
+        let stream = tokio::net::TcpStream::connect(authority.as_str())
+            .await
+            .map_err(|_| ())?;
+        stream.set_nodelay(true).map_err(|_| ())?;
+        let (sender, connection) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+                .await
+                .map_err(|_| ())?;
+        tokio::spawn(connection);
+        *conn = Some(sender);
+    }
+    let sender = conn.as_mut().ok_or(())?;
+    sender.ready().await.map_err(|_| ())?;
+    let request = hyper::Request::post(path)
+        .header(hyper::header::HOST, authority.as_str())
+        .header(hyper::header::CONTENT_TYPE, content_type)
+        .body(Full::new(body))
+        .map_err(|_| ())?;
+    let response = sender.send_request(request).await.map_err(|_| ())?;
+    let status = response.status().as_u16();
+    let has_retry_after = response.headers().contains_key(hyper::header::RETRY_AFTER);
+    response.into_body().collect().await.map_err(|_| ())?;
+    Ok((status, has_retry_after))
+}
+
+fn bytes_of(path: &std::path::Path) -> std::io::Result<Bytes> {
+    Ok(Bytes::from(std::fs::read(path)?))
 }
