@@ -54,7 +54,7 @@ DESC = {
     "P1": ("gateway POST /api/logs accepted events/s ÷ bare axum handler (serde parse → 202)",
            "bare-axum", f"oha -c {conns}, same single-event body"),
     "P2": ("gateway POST /api/logs/batch (100 events/request) events/s ÷ bare rdkafka BaseProducer loop",
-           "bare-producer", f"oha -c {conns} vs {p2_events} pre-serialized records, same broker, same producer settings"),
+           "bare-producer", f"oha -c 32 vs {p2_events} pre-serialized records, same broker, same producer settings"),
     "P3": ("gateway 202-after-delivery-report ÷ same gateway with BENCH_ACK_ON_ENQUEUE=true (sustained: until its queue drained)",
            "gateway (ack on enqueue)", f"oha -c {conns}, single events"),
     "P4": ("consumer rows/s draining a backlog ÷ psql \\copy of the same rows into log_events",
@@ -146,43 +146,61 @@ def rss_profile(path, t0, t1):
             "samples": n, "seconds": t1 - t0}
 
 
-# P5: overload behaviour of the whole pipeline
-half = get("P5", "half")
-over = get("P5", "over")
+# P5: overload behaviour of the whole pipeline, per gateway configuration
 search = [r for r in rows if r.get("measure") == "P5" and r.get("side") == "search"]
-if half and over:
+
+
+def p5_summary(config):
+    half = [r for r in get("P5", "half") if r.get("config", "peak") == config]
+    over = [r for r in get("P5", "over") if r.get("config", "peak") == config]
+    if not half or not over:
+        return None
     S = over[0]["S"]
     goodput = [r["r"]["accepted_per_sec"] for r in over]
+    offered = [r["r"]["sent_per_sec"] for r in over]
     p99_half = [r["r"]["accepted_latency"]["p99_ms"] for r in half]
     p99_over = [r["r"]["accepted_latency"]["p99_ms"] for r in over]
+    svc_over = [(r["r"].get("accepted_service_latency") or {}).get("p99_ms") for r in over]
     p99_ratio = [o / h for o, h in zip(p99_over, p99_half)]
     recovery = [r["recovery_s"] for r in over if r.get("recovery_s") is not None]
     lat = {k: spread([r["r"]["accepted_latency"][k] for r in half]) for k in ("p50_ms", "p90_ms", "p99_ms", "max_ms")}
-    results["P5"] = {
+    cpu_over = {}
+    for r in over:
+        if r["r"]["accepted"]:
+            for k in ("gateway", "broker", "consumer"):
+                cpu_over.setdefault(k, []).append(r["cpu"][k] / r["r"]["accepted"] * 1000)
+    return {
         "baseline": S, "ours": statistics.median(goodput), "ratio": statistics.median(goodput) / S,
-        "unit": "events/s", "goal": 0.9,
-        "description": "goodput (202/s) at 3x the sustainable rate ÷ the sustainable rate S (peak)",
-        "sustainable_rate": S, "goodput_reps": spread(goodput),
+        "unit": "events/s", "goal": 0.9, "capacity": S, "peak": over[0].get("peak", S),
+        "description": "goodput (202/s) with 3x the capacity offered ÷ the capacity (RATE_MAX)",
+        "goodput_reps": spread(goodput),
+        "offered_per_sec": spread(offered),
+        "offered_multiple": statistics.median(offered) / S,
         "p99_ratio": statistics.median(p99_ratio), "p99_ratio_goal": 3.0, "p99_ratio_reps": spread(p99_ratio),
         "p99_accepted_overload_ms": spread(p99_over), "p99_accepted_half_load_ms": spread(p99_half),
+        "p99_accepted_overload_service_ms": spread([x for x in svc_over if x is not None]) if any(svc_over) else None,
         "recovery_s": statistics.median(recovery) if recovery else None, "recovery_goal_s": 60,
         "recovery_reps": spread(recovery) if recovery else None,
         "lag_at_stop": [r.get("lag_at_stop") for r in over],
-        "offered_per_sec": spread([r["r"]["sent_per_sec"] for r in over]),
         "status_counts_overload": [r["r"]["by_status"] for r in over],
         "missing_retry_after": sum(r["r"]["missing_retry_after"] for r in over),
         "generator_late_starts": [r["r"]["late_starts"] for r in over],
         "latency_at_half_load_ms": lat,
-        "search": [{"step": r["step"], "accepted_per_sec": r["r"]["accepted_per_sec"],
-                    "p99_ms": (r["r"]["accepted_latency"] or {}).get("p99_ms"), "lag_after": r.get("lag_after")}
-                   for r in search],
+        "cpu_s_per_1000_accepted_overload": {k: statistics.median(v) for k, v in cpu_over.items()},
     }
-    for r in over:
-        if r["r"]["accepted"]:
-            for k in ("gateway", "broker", "consumer"):
-                cpu.setdefault(f"{k} (P5 3x overload)", []).append(r["cpu"][k] / r["r"]["accepted"] * 1000)
-    for k in [k for k in cpu if isinstance(cpu[k], list)]:
-        cpu[k] = statistics.median(cpu[k])
+
+
+p5_peak, p5_head = p5_summary("peak"), p5_summary("headroom")
+if p5_peak:
+    results["P5"] = dict(p5_peak)
+    results["P5"]["sustainable_rate"] = p5_peak["capacity"]
+    results["P5"]["search"] = [{"step": r["step"], "accepted_per_sec": r["r"]["accepted_per_sec"],
+                                "p99_ms": (r["r"]["accepted_latency"] or {}).get("p99_ms"), "lag_after": r.get("lag_after")}
+                               for r in search]
+    if p5_head:
+        results["P5"]["headroom_config"] = p5_head
+    for k, v in p5_peak["cpu_s_per_1000_accepted_overload"].items():
+        cpu[f"{k} (P5 3x overload, per accepted event)"] = v
 else:
     results["P5"] = {"baseline": None, "ours": None, "ratio": None, "status": "not measured: run failed"}
 
@@ -249,20 +267,35 @@ for m in ("P1", "P2", "P3", "P4"):
                  f"{f(br['min'])} / {f(br['median'])} / {f(br['max'])} | {f(orr['min'])} / {f(orr['median'])} / {f(orr['max'])} | "
                  f"{'≥ ' + str(g) if g else '–'} |")
 p5 = results["P5"]
-if p5.get("ours") is not None:
-    gr, pr_, rr = p5["goodput_reps"], p5["p99_ratio_reps"], p5["recovery_reps"]
+
+
+def p5_rows(x, label):
+    gr, pr_, rr = x["goodput_reps"], x["p99_ratio_reps"], x["recovery_reps"]
     ok = lambda c: " ✅" if c else " ❌"  # noqa: E731
-    rec = p5["recovery_s"]
-    lines.append(f"| **P5** goodput at 3× the sustainable rate ÷ sustainable rate S | S = {f(p5['baseline'])} events/s "
-                 f"(searched in this run, whole pipeline) | {f(p5['baseline'])} | {f(p5['ours'])} | **{p5['ratio']:.3f}**{ok(p5['ratio'] >= 0.9)} | "
-                 f"{gr['min'] / p5['baseline']:.3f} / {gr['median'] / p5['baseline']:.3f} / {gr['max'] / p5['baseline']:.3f} | | "
-                 f"{f(gr['min'])} / {f(gr['median'])} / {f(gr['max'])} | ≥ 0.9 |")
-    lines.append(f"| **P5** p99 of accepted at 3× ÷ p99 at 50 % load | p99 at 50 %: {statistics.median(p5['p99_accepted_half_load_ms']['values']):.1f} ms | | "
-                 f"p99 at 3×: {statistics.median(p5['p99_accepted_overload_ms']['values']):.1f} ms | **{p5['p99_ratio']:.2f}**{ok(p5['p99_ratio'] <= 3)} | "
-                 f"{pr_['min']:.2f} / {pr_['median']:.2f} / {pr_['max']:.2f} | | | ≤ 3 |")
-    lines.append(f"| **P5** seconds until lag < 10 000 after the overload stops | | | "
-                 f"{'–' if rec is None else f'{rec:.1f} s'} | {'–' if rec is None else f'**{rec:.1f} s**'}{ok(rec is not None and rec <= 60)} | "
-                 + (f"{rr['min']:.1f} / {rr['median']:.1f} / {rr['max']:.1f} s" if rr else "–") + " | | | ≤ 60 s |")
+    rec = x["recovery_s"]
+    S = x["capacity"]
+    svc = x.get("p99_accepted_overload_service_ms")
+    out = [f"| **P5 {label}** goodput with 3× the capacity offered ÷ capacity | capacity RATE_MAX = {f(S)} events/s; "
+           f"offered {f(x['offered_per_sec']['median'])}/s = {x['offered_multiple']:.1f}× | {f(S)} | {f(x['ours'])} | "
+           f"**{x['ratio']:.3f}**{ok(x['ratio'] >= 0.9)} | "
+           f"{gr['min'] / S:.3f} / {gr['median'] / S:.3f} / {gr['max'] / S:.3f} | | "
+           f"{f(gr['min'])} / {f(gr['median'])} / {f(gr['max'])} | ≥ 0.9 |",
+           f"| **P5 {label}** p99 of accepted at 3× ÷ p99 at 50 % load (from scheduled send time) | "
+           f"p99 at 50 %: {x['p99_accepted_half_load_ms']['median']:.1f} ms | | "
+           f"p99 at 3×: {x['p99_accepted_overload_ms']['median']:.1f} ms"
+           + (f" (from actual send: {svc['median']:.1f} ms)" if svc else "") +
+           f" | **{x['p99_ratio']:.2f}**{ok(x['p99_ratio'] <= 3)} | "
+           f"{pr_['min']:.2f} / {pr_['median']:.2f} / {pr_['max']:.2f} | | | ≤ 3 |",
+           f"| **P5 {label}** seconds until lag < 10 000 after the overload stops | lag at stop: {x['lag_at_stop']} | | "
+           f"{'–' if rec is None else f'{rec:.1f} s'} | {'–' if rec is None else f'**{rec:.1f} s**'}{ok(rec is not None and rec <= 60)} | "
+           + (f"{rr['min']:.1f} / {rr['median']:.1f} / {rr['max']:.1f} s" if rr else "–") + " | | | ≤ 60 s |"]
+    return out
+
+
+if p5.get("ours") is not None:
+    lines += p5_rows(p5, "(capacity = peak)")
+    if p5.get("headroom_config"):
+        lines += p5_rows(p5["headroom_config"], "(capacity = peak ÷ 2)")
 else:
     lines.append(f"| P5 | – | – | – | – | {p5['status']} | | | |")
 p6 = results["P6"]
@@ -356,10 +389,20 @@ if p5.get("ours") is not None:
               + "; ".join(f"{x['step']}: {f(x['accepted_per_sec'])}/s accepted, p99 "
                           + ("–" if x['p99_ms'] is None else f"{x['p99_ms']:.1f} ms") + f", lag after {x['lag_after']}"
                           for x in p5["search"]),
-              f"- offered at 3×: {f(p5['offered_per_sec']['median'])} requests/s (median); answers per repetition: "
+              f"- peak (searched): {f(p5['peak'])} events/s. Offered at 3× of it: {f(p5['offered_per_sec']['median'])} requests/s "
+              f"(median, {p5['offered_multiple']:.1f}× reached); answers per repetition: "
               + "; ".join(json.dumps(c) for c in p5["status_counts_overload"])
               + f"; 429s without Retry-After: {p5['missing_retry_after']}; generator late starts (> 10 ms): {p5['generator_late_starts']}",
-              f"- consumer lag when each overload stopped: {p5['lag_at_stop']}", ""]
+              f"- consumer lag when each overload stopped: {p5['lag_at_stop']}",
+              "- goodput counts every 202 over the run's real elapsed time; the token bucket starts full (1 s of "
+              "capacity), so a short run can exceed the capacity by up to one second's worth.",
+              "- why two configurations: at the peak the pipeline alone keeps both cores busy, so a load generator on the "
+              "same machine cannot offer 3× of it (the row shows the multiple it reached; requests it could not send on "
+              "time count as latency from their scheduled time). With the capacity set to half the peak, 3× of it is "
+              "1.5× the peak and can be offered here: that row is the limiter's behaviour under a real 3× overload.", ""]
+opt = os.path.join(ROOT, "bench/optimisations.md")
+if os.path.exists(opt):
+    lines += [open(opt).read().rstrip(), ""]
 lines += ["## Machine", "", "```", f"nproc: {sh('nproc')}", sh("free -h"),
           sh("lscpu | grep -E 'Model name|^CPU\\(s\\)|Thread|Core|Socket|MHz|L3'"), sh("uname -sr"), "```", "",
           "## Raw data", "", f"Raw per-repetition measurements were in `{os.path.relpath(run_dir, ROOT)}/raw.jsonl`; "
