@@ -126,12 +126,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 };
                 let body = bodies[i as usize % bodies.len()].clone();
                 let sent_at = Instant::now();
-                let sent = tokio::time::timeout(
-                    timeout,
-                    send(&mut conn, &authority, &path, &ct, body),
-                )
-                .await
-                .unwrap_or(Err(()));
+                let sent =
+                    tokio::time::timeout(timeout, send(&mut conn, &authority, &path, &ct, body))
+                        .await
+                        .unwrap_or(Err(()));
                 match sent {
                     Ok((status, has_retry_after)) => {
                         if status == 429 && !has_retry_after {
@@ -141,9 +139,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                         *s.by_status.entry(status).or_default() += 1;
                         if (200..300).contains(&status) {
                             s.accepted_us.push(us);
-                            s.accepted_service_us.push(
-                                sent_at.elapsed().as_micros().min(u32::MAX as u128) as u32,
-                            );
+                            s.accepted_service_us
+                                .push(sent_at.elapsed().as_micros().min(u32::MAX as u128) as u32);
                         } else {
                             s.refused_us.push(us);
                         }
@@ -209,7 +206,7 @@ async fn send(
     content_type: &str,
     body: Bytes,
 ) -> Result<(u16, bool), ()> {
-    if conn.as_ref().is_none_or(|c| c.is_closed()) {
+    if !conn.as_ref().is_some_and(|c| !c.is_closed()) {
         let stream = tokio::net::TcpStream::connect(authority.as_str())
             .await
             .map_err(|_| ())?;
