@@ -1,6 +1,8 @@
 //! Open-loop HTTP load generator for `bench/run.sh` (P5, P6).
 //!
-//! Request `i` is *scheduled* at `start + i / rate`; a pool of `--concurrency` workers sends
+//! Every worker opens its keep-alive connection before the clock starts. Request `i` is
+//! *scheduled* at `start + i / rate` (tokio's timer has 1 ms resolution, so a request may
+//! start up to ~1 ms after its time and that shows in its latency); a pool of `--concurrency` workers sends
 //! them, and every latency is measured from the scheduled time, not from the moment a
 //! worker got round to it. So when the server slows down the queueing delay shows up in the
 //! latency (no coordinated omission), and the offered rate stays what was asked for as long
@@ -90,7 +92,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .unwrap_or_else(|| "/".into());
     let timeout = Duration::from_secs_f64(args.timeout);
     let next = Arc::new(AtomicU64::new(0));
-    let start = Instant::now() + Duration::from_millis(50);
+    let start = Instant::now() + Duration::from_millis(1000);
     let end = start + Duration::from_secs_f64(args.duration);
     let interval = (args.rate > 0.0).then(|| Duration::from_secs_f64(1.0 / args.rate));
 
@@ -101,6 +103,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         workers.push(tokio::spawn(async move {
             let mut s = Samples::default();
             let mut conn: Option<Conn> = None;
+            // Connect before the clock starts: a thousand connects at once can overflow the
+            // listen backlog, and a dropped SYN costs a 1 s retransmit inside the window.
+            let _ = connect(&mut conn, &authority).await;
             tokio::time::sleep_until(start).await;
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
@@ -206,18 +211,7 @@ async fn send(
     content_type: &str,
     body: Bytes,
 ) -> Result<(u16, bool), ()> {
-    if !conn.as_ref().is_some_and(|c| !c.is_closed()) {
-        let stream = tokio::net::TcpStream::connect(authority.as_str())
-            .await
-            .map_err(|_| ())?;
-        stream.set_nodelay(true).map_err(|_| ())?;
-        let (sender, connection) =
-            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-                .await
-                .map_err(|_| ())?;
-        tokio::spawn(connection);
-        *conn = Some(sender);
-    }
+    connect(conn, authority).await?;
     let sender = conn.as_mut().ok_or(())?;
     sender.ready().await.map_err(|_| ())?;
     let request = hyper::Request::post(path)
@@ -230,6 +224,27 @@ async fn send(
     let has_retry_after = response.headers().contains_key(hyper::header::RETRY_AFTER);
     response.into_body().collect().await.map_err(|_| ())?;
     Ok((status, has_retry_after))
+}
+
+/// Opens the worker's connection unless it has a live one.
+async fn connect(
+    conn: &mut Option<Conn>,
+    authority: &hyper::http::uri::Authority,
+) -> Result<(), ()> {
+    if conn.as_ref().is_some_and(|c| !c.is_closed()) {
+        return Ok(());
+    }
+    let stream = tokio::net::TcpStream::connect(authority.as_str())
+        .await
+        .map_err(|_| ())?;
+    stream.set_nodelay(true).map_err(|_| ())?;
+    let (sender, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .map_err(|_| ())?;
+    tokio::spawn(connection);
+    *conn = Some(sender);
+    Ok(())
 }
 
 fn bytes_of(path: &std::path::Path) -> std::io::Result<Bytes> {
