@@ -228,9 +228,15 @@ else:
     results["P6"] = {"baseline": None, "ours": None, "ratio": None, "status": "not measured: run failed"}
 results["P6"]["observed_rss_kb"] = rss
 results["cpu_seconds_per_1000_events"] = cpu
-head = sh(f"git -C {ROOT} rev-parse HEAD")
-dirty = sh(f"git -C {ROOT} status --porcelain | wc -l")
-now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+# The revision and time the run started with (recorded by run.sh), so that regenerating the
+# report from the same raw data later does not misdate it.
+meta = next((r for r in rows if r.get("measure") == "meta"), None)
+if meta:
+    head, dirty, now = meta["git_head"], str(meta["uncommitted_paths"]), meta["date"]
+else:
+    head = sh(f"git -C {ROOT} rev-parse HEAD")
+    dirty = sh(f"git -C {ROOT} status --porcelain | wc -l")
+    now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
 results["meta"] = {"date": now, "git_head": head, "uncommitted_paths": int(dirty or 0), "quick": quick,
                    "repetitions": int(reps), "duration_per_rep": dur, "connections": int(conns),
                    "nproc": sh("nproc")}
@@ -323,9 +329,10 @@ if p1o:
     lines.append(
         f"- **P1 (single events, 202 after the delivery report)**: {conns} connections, mean latency "
         f"{avg * 1000:.2f} ms; during those runs the gateway used {gw_cores:.2f} cores and tansu {br_cores:.2f} cores, "
-        "the load generator and the kernel's loopback TCP the rest of the two cores. Per event the broker alone spends "
-        "about as much CPU as the whole bare axum request (see the CPU table), so the ratio is bounded by the broker's "
-        "produce path and the shared cores (ceiling below), not by waiting.")
+        "the load generator and the kernel's loopback TCP the rest of the two cores. Per event the broker spends "
+        "about as much CPU as the whole bare axum request and the gateway somewhat more (see the CPU table), so the "
+        "ratio is bounded by the broker's produce path (ceiling below), the gateway's own CPU per event and the two "
+        "shared cores, not by waiting.")
     if p3.get("ratio_answer_rate") is not None:
         dr = p3.get("baseline_drain_s")
         lines.append(

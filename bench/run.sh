@@ -57,6 +57,7 @@ mkdir -p "$RUN"
 RAW=$RUN/raw.jsonl
 : >"$RAW"
 record() { echo "$1" >>"$RAW"; }   # one JSON object per line, aggregated by bench/report.py
+record "{\"measure\":\"meta\",\"git_head\":\"$(git rev-parse HEAD 2>/dev/null || echo unknown)\",\"uncommitted_paths\":$(git status --porcelain 2>/dev/null | wc -l),\"date\":\"$(date -u '+%Y-%m-%d %H:%M UTC')\"}"
 
 PIDS=()
 TANSU_DATA=$RUN/tansu
