@@ -62,11 +62,18 @@ record "{\"measure\":\"meta\",\"git_head\":\"$(git rev-parse HEAD 2>/dev/null ||
 PIDS=()
 TANSU_DATA=$RUN/tansu
 KPORT=$(free_port); MPORT=$(free_port)
+REPORTED=0
 cleanup() {
+  local rc=$?
   for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
   for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
   scripts/tansu.sh stop --data "$TANSU_DATA" >/dev/null 2>&1 || true
   if [ -n "${DB:-}" ]; then psql -h 127.0.0.1 -U postgres -qAtc "DROP DATABASE IF EXISTS $DB WITH (FORCE)" >/dev/null 2>&1 || true; fi
+  # A run that stopped part-way still reports what it measured (the rest: "not measured").
+  if [ "$REPORTED" = 0 ] && [ "$rc" != 0 ] && [ -s "$RAW" ]; then
+    say "run stopped (exit $rc): writing the report from the measurements taken so far"
+    python3 bench/report.py "$RAW" "$QUICK" "$REPS" "$DUR" "$CONNS" "$P2_EVENTS" "$P4_EVENTS" "$RUN" >/dev/null || true
+  fi
 }
 trap cleanup EXIT
 
@@ -421,4 +428,5 @@ wait "$P6_CONS_PID" 2>/dev/null || true
 record "{\"measure\":\"rss\",\"r\":{\"gateway_hwm_kb\":$GW_HWM,\"bare_axum_hwm_kb\":$BARE_HWM,\"consumer_hwm_kb\":${CONS_HWM:-0}}}"
 say "writing bench/results.json and docs/BENCHMARKS.md"
 python3 bench/report.py "$RAW" "$QUICK" "$REPS" "$DUR" "$CONNS" "$P2_EVENTS" "$P4_EVENTS" "$RUN"
+REPORTED=1
 cat bench/results.json
