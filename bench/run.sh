@@ -45,7 +45,6 @@ ensure_postgres
 ensure_oha
 for t in psql curl python3; do command -v "$t" >/dev/null || die "$t not found"; done
 
-free_port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
 clk_tck=$(getconf CLK_TCK)
 # CPU seconds (user+system) a process has used so far.
 cpu_s() { awk -v t="$clk_tck" '{print ($14+$15)/t}' "/proc/$1/stat" 2>/dev/null || echo 0; }
@@ -94,14 +93,6 @@ DBURL=postgres://postgres@127.0.0.1:5432/$DB
 psql -h 127.0.0.1 -U postgres -qAtc "CREATE DATABASE $DB" >/dev/null
 PSQL=(psql -h 127.0.0.1 -U postgres -d "$DB" -qAt)
 
-wait_http() { # url seconds
-  local deadline=$((SECONDS + $2))
-  until curl -fsS -o /dev/null "$1" 2>/dev/null; do
-    [ $SECONDS -lt $deadline ] || return 1
-    sleep 0.2
-  done
-}
-
 start_gateway() { # name port extra-env...
   local name=$1 port=$2; shift 2
   env GATEWAY_ADDR="127.0.0.1:$port" KAFKA_BROKERS="$BROKERS" KAFKA_TOPIC=bench-events \
@@ -110,7 +101,34 @@ start_gateway() { # name port extra-env...
       "$BIN/api-gateway" >"$RUN/$name.log" 2>&1 &
   STARTED=$!
   PIDS+=("$STARTED")
-  wait_http "http://127.0.0.1:$port/health/ready" 60 || die "$name not ready; see $RUN/$name.log"
+  wait_for_http "http://127.0.0.1:$port/health/ready" 60 "$name (log: $RUN/$name.log)" "$STARTED"
+}
+
+start_consumer() { # name topic group → STARTED (pid), ready on CONS_PORT
+  env CONSUMER_ADDR="127.0.0.1:$CONS_PORT" KAFKA_BROKERS="$BROKERS" KAFKA_TOPIC="$2" \
+      KAFKA_GROUP_ID="$3" DATABASE_URL="$DBURL" LOG_FORMAT=json RUST_LOG=warn \
+      "$BIN/log-consumer" >"$RUN/$1.log" 2>&1 &
+  STARTED=$!
+  PIDS+=("$STARTED")
+  wait_for_http "http://127.0.0.1:$CONS_PORT/health/ready" 60 "$1 (log: $RUN/$1.log)" "$STARTED"
+}
+
+sample_rss() { # pid seconds file → SAMPLER (pid): "epoch<TAB>VmRSS kB" lines until pid exits
+  ( while kill -0 "$1" 2>/dev/null; do
+      printf '%s\t%s\n' "$(date +%s.%N)" "$(awk '/VmRSS/{print $2}' "/proc/$1/status")"; sleep "$2"
+    done ) >"$3" 2>/dev/null &
+  SAMPLER=$!
+  PIDS+=("$SAMPLER")
+}
+
+health_field() { # port field → that field of a gateway's /api/logs/health; -1 when unknown
+  curl -fsS "http://127.0.0.1:$1/api/logs/health" 2>/dev/null |
+    python3 -c 'import json,sys
+try:
+    v = json.load(sys.stdin).get(sys.argv[1])
+except Exception:
+    v = None
+print(-1 if v is None else v)' "$2"
 }
 
 # ---------------------------------------------------------------- bodies
@@ -164,23 +182,21 @@ SINGLE_GW=http://127.0.0.1:$GW_PORT/api/logs
 SINGLE_GWE=http://127.0.0.1:$GWE_PORT/api/logs
 BATCH_GW=http://127.0.0.1:$GW_PORT/api/logs/batch
 
-producer_queue() { # live producer queue depth of a gateway (health endpoint), -1 when unknown
-  curl -fsS "http://127.0.0.1:$1/api/logs/health" 2>/dev/null |
-    python3 -c 'import json,sys
-try:
-    print(json.load(sys.stdin)["producerQueue"])
-except Exception:
-    print(-1)'
-}
-wait_queue_empty() { # port seconds → prints seconds waited
-  local t0 deadline
-  t0=$(date +%s.%N); deadline=$((SECONDS + $2))
-  until [ "$(producer_queue "$1")" = 0 ]; do
+producer_queue() { health_field "$1" producerQueue; }   # live producer queue depth
+# timed_wait SECONDS INTERVAL COMMAND...: polls until COMMAND succeeds, prints the seconds
+# it took; fails at the deadline.
+timed_wait() {
+  local t0 deadline=$((SECONDS + $1)) interval=$2
+  t0=$(date +%s.%N)
+  shift 2
+  until "$@"; do
     [ $SECONDS -lt $deadline ] || return 1
-    sleep 0.05
+    sleep "$interval"
   done
   fsub "$(date +%s.%N)" "$t0"; echo
 }
+queue_empty() { [ "$(producer_queue "$1")" = 0 ]; }
+wait_queue_empty() { timed_wait "$2" 0.05 queue_empty "$1"; }   # port seconds
 
 # ---------------------------------------------------------------- P1 + P3 (interleaved)
 say "P1/P3 warm-up ($WARM each)"
@@ -235,11 +251,7 @@ metric_sum() { # metrics-text name → value of name (no labels) or 0
 for rep in $(seq 1 "$REPS"); do
   say "P4 repetition $rep/$REPS: consumer draining $P4_EVENTS events (group bench-g$rep)"
   [ "$rep" = 1 ] || "${PSQL[@]}" -c "TRUNCATE log_events" >/dev/null
-  env CONSUMER_ADDR="127.0.0.1:$CONS_PORT" KAFKA_BROKERS="$BROKERS" KAFKA_TOPIC=bench-backlog \
-      KAFKA_GROUP_ID="bench-g$rep-$DB" DATABASE_URL="$DBURL" LOG_FORMAT=json RUST_LOG=warn \
-      "$BIN/log-consumer" >"$RUN/consumer-$rep.log" 2>&1 &
-  CONS_PID=$!; PIDS+=("$CONS_PID")
-  wait_http "http://127.0.0.1:$CONS_PORT/health/ready" 60 || die "consumer not ready; see $RUN/consumer-$rep.log"
+  start_consumer "consumer-$rep" bench-backlog "bench-g$rep-$DB"; CONS_PID=$STARTED
   # The window runs from the first stored row to the last, so group join is not counted.
   deadline=$((SECONDS + (QUICK == 1 ? 120 : 900)))
   n=0; first_t=; first_n=0; ready_t=$(date +%s.%N); cc0=$(cpu_s "$CONS_PID"); tc0=$(cpu_s "$TANSU_PID")
@@ -286,33 +298,13 @@ done
 # The limiter-free gateway stays up as a lag probe (LAG_INTERVAL_MS=500, no traffic).
 "${PSQL[@]}" -c "TRUNCATE log_events" >/dev/null
 P5_GROUP="bench-p5-$DB"
-env CONSUMER_ADDR="127.0.0.1:$CONS_PORT" KAFKA_BROKERS="$BROKERS" KAFKA_TOPIC=bench-p5 \
-    KAFKA_GROUP_ID="$P5_GROUP" DATABASE_URL="$DBURL" LOG_FORMAT=json RUST_LOG=warn \
-    "$BIN/log-consumer" >"$RUN/consumer-p5.log" 2>&1 &
-P5_CONS_PID=$!; PIDS+=("$P5_CONS_PID")
-wait_http "http://127.0.0.1:$CONS_PORT/health/ready" 60 || die "P5 consumer not ready; see $RUN/consumer-p5.log"
+start_consumer consumer-p5 bench-p5 "$P5_GROUP"; P5_CONS_PID=$STARTED
 PROBE_PORT=$(free_port); LIM_PORT=$(free_port)
 start_gateway gateway-open "$PROBE_PORT" KAFKA_TOPIC=bench-p5 KAFKA_GROUP_ID="$P5_GROUP" LAG_INTERVAL_MS=500
 PROBE_PID=$STARTED
-lag_now() { # consumer lag as the probe gateway last measured it; -1 when unknown
-  curl -fsS "http://127.0.0.1:$PROBE_PORT/api/logs/health" 2>/dev/null |
-    python3 -c 'import json,sys
-try:
-    v = json.load(sys.stdin).get("consumerLag")
-except Exception:
-    v = None
-print(-1 if v is None else v)'
-}
-wait_lag_below() { # limit seconds → prints seconds waited, or fails
-  local t0 deadline l
-  t0=$(date +%s.%N); deadline=$((SECONDS + $2))
-  while :; do
-    l=$(lag_now)
-    if [ "$l" -ge 0 ] && [ "$l" -lt "$1" ]; then fsub "$(date +%s.%N)" "$t0"; echo; return 0; fi
-    [ $SECONDS -lt $deadline ] || return 1
-    sleep 0.25
-  done
-}
+lag_now() { health_field "$PROBE_PORT" consumerLag; }   # as the probe last measured it
+lag_below() { local l; l=$(lag_now); [ "$l" -ge 0 ] && [ "$l" -lt "$1" ]; }
+wait_lag_below() { timed_wait "$2" 0.25 lag_below "$1"; }   # limit seconds
 loadgen() { "$BIN/loadgen" "$@"; }
 SINGLE_BODIES=()
 for _ in 1 2 3 4 5 6 7 8 9; do SINGLE_BODIES+=(--body "$RUN/single.json"); done
@@ -383,10 +375,7 @@ say "P6: gateway RSS under 10x overload ($((S * 10)) events/s offered as 100-eve
 wait_lag_below 1000 120 >/dev/null || true
 sleep "$P5_SETTLE"
 RSS_LOG=$RUN/rss-gateway.tsv
-( while kill -0 "$LIM_PID" 2>/dev/null; do
-    printf '%s\t%s\n' "$(date +%s.%N)" "$(awk '/VmRSS/{print $2}' "/proc/$LIM_PID/status")"; sleep 0.25
-  done ) >"$RSS_LOG" 2>/dev/null &
-SAMPLER=$!; PIDS+=("$SAMPLER")
+sample_rss "$LIM_PID" 0.25 "$RSS_LOG"
 g0=$(date +%s.%N)
 r=$(loadgen --url "http://127.0.0.1:$LIM_PORT/api/logs/batch" --content-type application/x-ndjson \
       --body "$RUN/batch100-mixed.ndjson" --rate "$(awk -v s="$S" 'BEGIN{print s / 10}')" --concurrency 256 --duration "$P6_OVER")
@@ -401,16 +390,9 @@ say "P6: producing a backlog of $P6_EVENTS events into bench-p6"
 "$BIN/bare-producer" --brokers "$BROKERS" --topic bench-p6 --events "$P6_EVENTS" >"$RUN/backlog-p6.json"
 "${PSQL[@]}" -c "TRUNCATE log_events" >/dev/null
 say "P6: consumer draining $P6_EVENTS events, RSS sampled every 0.5 s"
-env CONSUMER_ADDR="127.0.0.1:$CONS_PORT" KAFKA_BROKERS="$BROKERS" KAFKA_TOPIC=bench-p6 \
-    KAFKA_GROUP_ID="bench-p6-$DB" DATABASE_URL="$DBURL" LOG_FORMAT=json RUST_LOG=warn \
-    "$BIN/log-consumer" >"$RUN/consumer-p6.log" 2>&1 &
-P6_CONS_PID=$!; PIDS+=("$P6_CONS_PID")
+start_consumer consumer-p6 bench-p6 "bench-p6-$DB"; P6_CONS_PID=$STARTED
 RSS_LOG6=$RUN/rss-consumer.tsv
-( while kill -0 "$P6_CONS_PID" 2>/dev/null; do
-    printf '%s\t%s\n' "$(date +%s.%N)" "$(awk '/VmRSS/{print $2}' "/proc/$P6_CONS_PID/status")"; sleep 0.5
-  done ) >"$RSS_LOG6" 2>/dev/null &
-SAMPLER=$!; PIDS+=("$SAMPLER")
-wait_http "http://127.0.0.1:$CONS_PORT/health/ready" 60 || die "P6 consumer not ready; see $RUN/consumer-p6.log"
+sample_rss "$P6_CONS_PID" 0.5 "$RSS_LOG6"
 d0=$(date +%s.%N); deadline=$((SECONDS + (QUICK == 1 ? 120 : 900))); n=0; last_say=$SECONDS
 while [ "$n" -lt "$P6_EVENTS" ]; do
   [ $SECONDS -lt $deadline ] || die "P6 consumer stored only $n/$P6_EVENTS rows in time"

@@ -154,6 +154,21 @@ impl Setup {
         (committed, highs)
     }
 
+    /// Asserts that `n` rows arrive within `timeout`, then that the group's committed
+    /// offsets reach the end of every partition.
+    async fn assert_drained(&self, n: i64, timeout: Duration) {
+        assert!(
+            self.wait_rows(n, timeout).await,
+            "rows: {}",
+            self.rows().await
+        );
+        assert!(
+            self.wait_committed_to_end().await,
+            "offsets: {:?}",
+            self.offsets()
+        );
+    }
+
     async fn wait_committed_to_end(&self) -> bool {
         test_support::wait_until(Duration::from_secs(30), || async {
             let (c, h) = self.offsets();
@@ -194,16 +209,7 @@ async fn twenty_thousand_events_stored_field_for_field_and_committed_to_the_end(
         .await
         .unwrap();
     let consumer = s.start(&[]).await;
-    assert!(
-        s.wait_rows(20_000, Duration::from_secs(90)).await,
-        "rows: {}",
-        s.rows().await
-    );
-    assert!(
-        s.wait_committed_to_end().await,
-        "offsets: {:?}",
-        s.offsets()
-    );
+    s.assert_drained(20_000, Duration::from_secs(90)).await;
     assert_eq!(s.rows().await, 20_000);
 
     let stored = sqlx::query(
@@ -288,12 +294,7 @@ async fn sigkill_mid_stream_then_restart_stores_everything_once() {
     );
 
     let mut second = spawn_binary(&s, port);
-    assert!(
-        s.wait_rows(40_000, Duration::from_secs(90)).await,
-        "rows: {}",
-        s.rows().await
-    );
-    assert!(s.wait_committed_to_end().await);
+    s.assert_drained(40_000, Duration::from_secs(90)).await;
     assert_eq!(s.rows().await, 40_000);
     assert_eq!(s.distinct_rows().await, 40_000);
     // SIGTERM: a clean exit.
@@ -401,12 +402,7 @@ async fn database_outage_opens_the_breaker_pauses_and_loses_nothing() {
     })
     .await;
     assert!(closed, "breaker did not close: {}", consumer.health().await);
-    assert!(
-        s.wait_rows(20_000, Duration::from_secs(300)).await,
-        "rows: {}",
-        s.rows().await
-    );
-    assert!(s.wait_committed_to_end().await);
+    s.assert_drained(20_000, Duration::from_secs(300)).await;
     assert_eq!(s.rows().await, 20_000);
     assert_eq!(s.distinct_rows().await, 20_000);
     assert_commits_are_durable(&s.pool, "log_events", &s.offsets().0).await;
@@ -621,16 +617,7 @@ async fn a_stalled_database_pauses_after_the_grace_keeps_the_assignment_and_resu
     }
 
     lock.rollback().await.unwrap();
-    assert!(
-        s.wait_rows(5_000, Duration::from_secs(60)).await,
-        "rows: {}",
-        s.rows().await
-    );
-    assert!(
-        s.wait_committed_to_end().await,
-        "offsets: {:?}",
-        s.offsets()
-    );
+    s.assert_drained(5_000, Duration::from_secs(60)).await;
     let h = consumer.health().await;
     assert_eq!(h["paused"], false, "{h}");
     assert_eq!(h["rebalances"], rebalances);
