@@ -59,6 +59,8 @@ pub struct BudgetConfig {
     pub policy: RatePolicy,
     pub shed_below: Severity,
     pub reserved_share: f64,
+    /// Bucket size in seconds of the rate (see `flow_control::burst_for`).
+    pub burst_secs: f64,
     /// Retry-After for shed low-severity events (one lag interval).
     pub shed_retry: Duration,
 }
@@ -94,7 +96,7 @@ impl Backpressure {
                 status: LoadStatus::Healthy,
                 lag: None,
                 lag_failing: false,
-                local: PriorityBudget::new(rate, cfg.reserved_share, 1.0, now),
+                local: PriorityBudget::new(rate, cfg.reserved_share, cfg.burst_secs, now),
                 leased: [0.0; 2],
                 cluster_remaining: rate,
             }),
@@ -215,16 +217,17 @@ impl Backpressure {
                 status,
             }));
         }
-        let rest = events.len().saturating_sub(1) as f64;
-        if rest == 0.0 {
+        if events.len() <= 1 {
             return Ok(());
         }
-        match self.take(rest, class).await {
+        // Charge the whole request at once, the first permit given back first: a bucket
+        // admits a cost above its size only when full, and a bucket that has just given
+        // one permit to this very request would never be, so a batch larger than the burst
+        // could never get in.
+        self.give_back(1.0, permit.pool);
+        match self.take(events.len() as f64, class).await {
             Ok(_) => Ok(()),
-            Err(l) => {
-                self.give_back(1.0, permit.pool);
-                Err(self.count_rejection(l))
-            }
+            Err(l) => Err(self.count_rejection(l)),
         }
     }
 
@@ -308,7 +311,13 @@ impl Backpressure {
         // Lease up to 5% of the rate per trip so most requests cost no round-trip.
         let extra = (pool_rate * 0.05).max(1.0);
         match redis
-            .lease(pool, pool_rate, pool_rate, missing, extra)
+            .lease(
+                pool,
+                pool_rate,
+                flow_control::burst_for(pool_rate, self.cfg.burst_secs),
+                missing,
+                extra,
+            )
             .await
         {
             Ok(grant) => {
@@ -347,7 +356,7 @@ impl Backpressure {
             let replicas = self.replicas.load(Ordering::Relaxed).max(1);
             let mut st = self.lock();
             let rate = st.rate / replicas as f64;
-            st.local = PriorityBudget::new(rate, self.cfg.reserved_share, 1.0, now);
+            st.local = PriorityBudget::new(rate, self.cfg.reserved_share, self.cfg.burst_secs, now);
         }
     }
 
@@ -411,6 +420,7 @@ mod tests {
                 policy: RatePolicy::new(rate, rate / 10.0, 10_000, 50_000).unwrap(),
                 shed_below: Severity::Warn,
                 reserved_share: 0.1,
+                burst_secs: 0.2,
                 shed_retry: Duration::from_secs(5),
             },
             None,
@@ -500,6 +510,36 @@ mod tests {
                 .await
                 .is_ok());
         }
+    }
+
+    #[tokio::test]
+    async fn a_batch_larger_than_the_burst_gets_in_from_a_full_bucket() {
+        // 1000/s: general 900/s with a 180-event bucket. A 500-event batch is admitted from
+        // the full bucket (into debt), then nothing until the debt is repaid.
+        let b = budget(1000.0);
+        let permit = b.admit_first().await.unwrap();
+        b.charge_rest(permit, &events(&[Severity::Info; 500]))
+            .await
+            .expect("a full bucket admits a batch above its size");
+        let permit = b.admit_first().await.unwrap();
+        let err = b
+            .charge_rest(permit, &events(&[Severity::Info; 2]))
+            .await
+            .unwrap_err();
+        assert_eq!(err.reason, "rate_limited");
+        assert!(
+            err.retry_after >= Duration::from_millis(300),
+            "{:?}",
+            err.retry_after
+        );
+        // The same at critical load: 100/s, general 90/s, bucket 50.
+        let b = budget(1000.0);
+        b.set_lag(60_000);
+        let permit = b.admit_first().await.unwrap();
+        assert!(b
+            .charge_rest(permit, &events(&[Severity::Warn; 200]))
+            .await
+            .is_ok());
     }
 
     #[tokio::test]

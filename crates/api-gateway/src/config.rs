@@ -71,6 +71,12 @@ pub struct Config {
     #[arg(long, env = "SHED_BELOW", default_value = "WARN")]
     pub shed_below: log_event::Severity,
 
+    /// Burst, in milliseconds of the current rate: how far a spike may run above the rate
+    /// before 429s start (each pool holds at least min(1 s of its rate, 50) events). Shorter
+    /// keeps the broker near the rate when an overload starts; longer absorbs bursty clients.
+    #[arg(long, env = "RATE_BURST_MS", default_value_t = 200)]
+    pub rate_burst_ms: u64,
+
     /// Share of the rate reserved for ERROR and FATAL events (0..1).
     #[arg(long, env = "RESERVED_SHARE", default_value_t = 0.1)]
     pub reserved_share: f64,

@@ -23,6 +23,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::routing::{get, post};
+use axum::serve::ListenerExt;
 use axum::Router;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
@@ -121,6 +122,7 @@ impl Application {
                 policy,
                 shed_below: cfg.shed_below,
                 reserved_share: cfg.reserved_share.clamp(0.0, 1.0),
+                burst_secs: cfg.rate_burst_ms as f64 / 1000.0,
                 shed_retry: lag_interval.max(Duration::from_secs(1)),
             },
             redis,
@@ -200,7 +202,13 @@ impl Application {
             let _ = stop_tx.send(true);
         };
         let app = router(self.state.clone());
-        let server = axum::serve(self.listener, app).with_graceful_shutdown(graceful);
+        // TCP_NODELAY: an answer goes out at once, not after the client's delayed ACK.
+        let listener = self.listener.tap_io(|tcp| {
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::debug!(error = %e, "could not set TCP_NODELAY");
+            }
+        });
+        let server = axum::serve(listener, app).with_graceful_shutdown(graceful);
         let grace = self.produce_timeout + Duration::from_secs(5);
         let deadline = async move {
             let _ = stop_rx.wait_for(|stopped| *stopped).await;

@@ -45,7 +45,7 @@ pub struct PriorityBudget {
 
 impl PriorityBudget {
     /// `rate` events/s, `reserved_share` (0..=1, clamped; NaN counts as 0) of it kept for
-    /// protected events, each pool's burst = its rate × `burst_secs`. Both pools start full.
+    /// protected events, each pool's burst = [`burst_for`] its rate. Both pools start full.
     pub fn new(rate: f64, reserved_share: f64, burst_secs: f64, now: Instant) -> Self {
         // clamp() passes NaN through.
         let share = if reserved_share.is_nan() {
@@ -55,8 +55,8 @@ impl PriorityBudget {
         };
         let (g, r) = split(rate, share);
         Self {
-            general: TokenBucket::new(g, g * burst_secs, now),
-            reserved: TokenBucket::new(r, r * burst_secs, now),
+            general: TokenBucket::new(g, burst_for(g, burst_secs), now),
+            reserved: TokenBucket::new(r, burst_for(r, burst_secs), now),
             reserved_share: share,
             burst_secs,
             rate,
@@ -66,8 +66,9 @@ impl PriorityBudget {
     /// Changes the total rate, keeping the split and burst length.
     pub fn set_rate(&mut self, rate: f64, now: Instant) {
         let (g, r) = split(rate, self.reserved_share);
-        self.general.set_rate(g, g * self.burst_secs, now);
-        self.reserved.set_rate(r, r * self.burst_secs, now);
+        self.general.set_rate(g, burst_for(g, self.burst_secs), now);
+        self.reserved
+            .set_rate(r, burst_for(r, self.burst_secs), now);
         self.rate = rate;
     }
 
@@ -112,6 +113,24 @@ impl PriorityBudget {
     }
 }
 
+/// Fewest events a bucket holds when `burst_secs` of its rate would be less: a low rate
+/// (say the reserved 10 % of 100/s) still admits a handful of events at once.
+pub const MIN_BURST_EVENTS: f64 = 50.0;
+
+/// The burst (bucket size) for `rate` events/s: `rate × burst_secs`, but at least
+/// `min(rate × 1 s, MIN_BURST_EVENTS)`. A short burst keeps the admitted rate close to
+/// `rate` at every time scale (an overload's first second cannot send the broker twice
+/// the rate); the floor keeps low rates usable. Negative or NaN inputs count as 0.
+pub fn burst_for(rate: f64, burst_secs: f64) -> f64 {
+    let rate = if rate.is_nan() { 0.0 } else { rate.max(0.0) };
+    let secs = if burst_secs.is_nan() {
+        0.0
+    } else {
+        burst_secs.max(0.0)
+    };
+    (rate * secs).max(rate.min(MIN_BURST_EVENTS))
+}
+
 fn split(rate: f64, share: f64) -> (f64, f64) {
     let reserved = rate * share;
     (rate - reserved, reserved)
@@ -145,6 +164,50 @@ mod tests {
         assert!(close(b.available(t0), 20.0));
         // The general pool refills at 90/s, the reserved one is still full.
         assert!(close(b.available(t0 + Duration::from_secs(1)), 110.0));
+    }
+
+    #[test]
+    fn burst_is_a_share_of_the_rate_with_a_floor_for_low_rates() {
+        assert!(close(burst_for(5000.0, 0.2), 1000.0));
+        assert!(close(burst_for(1000.0, 1.0), 1000.0));
+        // 0.2 s of 100/s would be 20 events: the floor gives 50.
+        assert!(close(burst_for(100.0, 0.2), MIN_BURST_EVENTS));
+        // Below the floor's rate, one second of the rate.
+        assert!(close(burst_for(10.0, 0.2), 10.0));
+        assert!(close(burst_for(0.0, 0.2), 0.0));
+        for (rate, secs) in [
+            (-1.0, 0.2),
+            (f64::NAN, 0.2),
+            (100.0, -1.0),
+            (100.0, f64::NAN),
+        ] {
+            let b = burst_for(rate, secs);
+            assert!((0.0..=50.0).contains(&b), "({rate}, {secs}) -> {b}");
+        }
+    }
+
+    #[test]
+    fn a_short_burst_admits_close_to_the_rate_from_the_first_moment() {
+        // 5000/s, 10 % reserved: the general pool is 4500/s with 0.2 s (900) of burst, so a
+        // full bucket plus one second of refill admits ~5400 normal events in an overload's
+        // first second, where a one-second burst would admit 9000.
+        let t0 = Instant::now();
+        let mut b = PriorityBudget::new(5000.0, 0.1, 0.2, t0);
+        let mut admitted = 0u32;
+        for ms in 0..1000u64 {
+            let now = t0 + Duration::from_millis(ms);
+            // 15 000/s offered: 15 requests per millisecond.
+            for _ in 0..15 {
+                if b.try_take(1.0, Class::Normal, now).is_ok() {
+                    admitted += 1;
+                }
+            }
+        }
+        assert!((5_390..=5_400).contains(&admitted), "admitted {admitted}");
+        // The reserve keeps its own short burst: 0.2 s of 500/s = 100.
+        let now = t0 + Duration::from_millis(999);
+        assert_eq!(take_n(&mut b, 100, Class::Protected, now).len(), 100);
+        assert!(b.try_take(1.0, Class::Protected, now).is_err());
     }
 
     #[test]
