@@ -12,7 +12,7 @@
 //! of the accepted and of the refused answers (plus the accepted ones measured from the
 //! actual send, which leaves out the generator's own queueing), 429s that lacked `Retry-After`, and how many
 //! requests started more than 10 ms after their scheduled time (the generator itself could
-//! not keep up).
+//! not keep up), and a per-second timeline of the accepted answers (count, p99, max).
 
 use bytes::Bytes;
 use clap::Parser;
@@ -54,6 +54,8 @@ struct Args {
 struct Samples {
     by_status: BTreeMap<u16, u64>,
     accepted_us: Vec<u32>,
+    /// When each accepted request was scheduled, in ms since the start (for the timeline).
+    accepted_at_ms: Vec<u32>,
     /// Accepted answers measured from the moment the request was actually sent.
     accepted_service_us: Vec<u32>,
     refused_us: Vec<u32>,
@@ -144,6 +146,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                         *s.by_status.entry(status).or_default() += 1;
                         if (200..300).contains(&status) {
                             s.accepted_us.push(us);
+                            s.accepted_at_ms.push(
+                                scheduled
+                                    .duration_since(start)
+                                    .as_millis()
+                                    .min(u32::MAX as u128) as u32,
+                            );
                             s.accepted_service_us
                                 .push(sent_at.elapsed().as_micros().min(u32::MAX as u128) as u32);
                         } else {
@@ -167,6 +175,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             *all.by_status.entry(k).or_default() += v;
         }
         all.accepted_us.extend(s.accepted_us);
+        all.accepted_at_ms.extend(s.accepted_at_ms);
         all.accepted_service_us.extend(s.accepted_service_us);
         all.refused_us.extend(s.refused_us);
         all.errors += s.errors;
@@ -178,6 +187,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let seconds = start.elapsed().as_secs_f64().max(args.duration);
     let accepted = all.accepted_us.len() as u64;
     let total: u64 = all.by_status.values().sum::<u64>() + all.errors;
+    let timeline = timeline(&all.accepted_at_ms, &all.accepted_us);
     println!(
         "{}",
         serde_json::json!({
@@ -195,9 +205,28 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             "accepted_latency": percentiles(&mut all.accepted_us),
             "accepted_service_latency": percentiles(&mut all.accepted_service_us),
             "refused_latency": percentiles(&mut all.refused_us),
+            "timeline": timeline,
         })
     );
     Ok(())
+}
+
+/// Accepted answers per second of scheduled time: how many, and their p99 and max latency
+/// (shows whether a tail comes from one moment, e.g. a burst at the start, or from all of it).
+fn timeline(at_ms: &[u32], latency_us: &[u32]) -> serde_json::Value {
+    let mut seconds: BTreeMap<u32, Vec<u32>> = BTreeMap::new();
+    for (&at, &us) in at_ms.iter().zip(latency_us) {
+        seconds.entry(at / 1000).or_default().push(us);
+    }
+    seconds
+        .into_iter()
+        .map(|(second, mut v)| {
+            let p = percentiles(&mut v);
+            serde_json::json!({
+                "second": second, "accepted": v.len(), "p99_ms": p["p99_ms"], "max_ms": p["max_ms"],
+            })
+        })
+        .collect()
 }
 
 type Conn = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
