@@ -20,6 +20,9 @@ options (env var in brackets):
   --metrics-port M  its Prometheus port [TANSU_METRICS_PORT, default 9644]
   --data DIR        data folder: sqlite log, pid and log file [TANSU_DATA, default .run/tansu]
   --partitions N    for create-topic [default 3]
+  --owner PID       start: the broker belongs to process PID; when PID exits, stop the
+                    broker and delete its --data folder (the Rust test harness passes its
+                    own pid and a temporary folder, so no broker outlives its tests)
 USAGE
 }
 
@@ -32,12 +35,14 @@ metrics_port=${TANSU_METRICS_PORT:-9644}
 data=${TANSU_DATA:-.run/tansu}
 partitions=3
 topic=
+owner=
 while [ $# -gt 0 ]; do
   case "$1" in
     --port) port=$2; shift 2 ;;
     --metrics-port) metrics_port=$2; shift 2 ;;
     --data) data=$2; shift 2 ;;
     --partitions) partitions=$2; shift 2 ;;
+    --owner) owner=$2; shift 2 ;;
     -h|--help) usage; exit 0 ;;
     -*) die "unknown option $1 (see --help)" ;;
     *) topic=$1; shift ;;
@@ -84,6 +89,18 @@ do_start() {
     echo $! > tansu.pid
     echo "$port" > tansu.port
   )
+  if [ -n "$owner" ]; then
+    # Watchdog, detached from the caller's stdio (a test runner waits for those to close):
+    # once the owner has exited, stop the broker it started and delete the data folder.
+    local tpid; tpid=$(cat "$(pid_file)")
+    nohup bash -c 'while kill -0 "$1" 2>/dev/null && kill -0 "$2" 2>/dev/null; do sleep 1; done
+      kill -0 "$1" 2>/dev/null && exit 0   # the broker was stopped; its owner goes on
+      if kill -0 "$2" 2>/dev/null; then
+        kill "$2"; for _ in 1 2 3 4 5 6 7 8 9 10; do kill -0 "$2" 2>/dev/null || break; sleep 0.5; done
+        kill -9 "$2" 2>/dev/null
+      fi
+      rm -rf "$3"' tansu-watchdog "$owner" "$tpid" "$data" </dev/null >/dev/null 2>&1 &
+  fi
   local deadline=$((SECONDS + 30))
   until answers; do
     running || die "tansu exited at start; see $data/tansu.log: $(tail -n 5 "$data/tansu.log" 2>/dev/null)"

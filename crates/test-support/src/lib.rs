@@ -69,6 +69,11 @@ impl Broker {
             .arg(self.metrics_port.to_string())
             .arg("--data")
             .arg(data)
+            // The shared broker lives in a static that is never dropped, and nextest runs
+            // every test in its own process: the script's watchdog stops the broker and
+            // deletes its temporary folder once this process has exited.
+            .arg("--owner")
+            .arg(std::process::id().to_string())
             .status()
             .expect("run scripts/tansu.sh");
         assert!(status.success(), "scripts/tansu.sh {action} failed");
