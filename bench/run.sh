@@ -50,6 +50,13 @@ clk_tck=$(getconf CLK_TCK)
 cpu_s() { awk -v t="$clk_tck" '{print ($14+$15)/t}' "/proc/$1/stat" 2>/dev/null || echo 0; }
 fsub() { awk -v a="$1" -v b="$2" 'BEGIN{printf "%.6f", a-b}'; }
 hwm_kb() { awk '/VmHWM/{print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
+# Busy CPU seconds of the whole machine so far (user+nice+system+irq+softirq+steal, all cores).
+machine_busy_s() { awk -v t="$clk_tck" '/^cpu /{print ($2+$3+$4+$7+$8+$9)/t}' /proc/stat; }
+# "sum count" of a gateway's kafka_produce_duration_seconds (enqueue → delivery report).
+produce_sum_count() {
+  curl -fsS "http://127.0.0.1:$1/metrics" 2>/dev/null |
+    awk '/^kafka_produce_duration_seconds_sum/{s=$2} /^kafka_produce_duration_seconds_count/{c=$2} END{print s+0, c+0}'
+}
 
 RUN=$ROOT/.run/bench/$(date +%Y%m%d-%H%M%S)
 mkdir -p "$RUN"
@@ -208,10 +215,10 @@ for rep in $(seq 1 "$REPS"); do
   say "P1/P3 repetition $rep/$REPS (-c $CONNS, $DUR each)"
   r=$(oha_run bare "$SINGLE_BARE" "$RUN/single.json" application/json "$DUR")
   record "{\"measure\":\"P1\",\"side\":\"baseline\",\"rep\":$rep,\"r\":$r}"
-  c0=$(cpu_s "$GW_PID"); t0=$(cpu_s "$TANSU_PID")
+  c0=$(cpu_s "$GW_PID"); t0=$(cpu_s "$TANSU_PID"); m0=$(machine_busy_s); read -r ps0 pc0 < <(produce_sum_count "$GW_PORT")
   r=$(oha_run gw "$SINGLE_GW" "$RUN/single.json" application/json "$DUR")
-  c1=$(cpu_s "$GW_PID"); t1=$(cpu_s "$TANSU_PID")
-  record "{\"measure\":\"P1\",\"side\":\"ours\",\"rep\":$rep,\"r\":$r,\"cpu\":{\"gateway\":$(fsub "$c1" "$c0"),\"broker\":$(fsub "$t1" "$t0")}}"
+  c1=$(cpu_s "$GW_PID"); t1=$(cpu_s "$TANSU_PID"); m1=$(machine_busy_s); read -r ps1 pc1 < <(produce_sum_count "$GW_PORT")
+  record "{\"measure\":\"P1\",\"side\":\"ours\",\"rep\":$rep,\"r\":$r,\"cpu\":{\"gateway\":$(fsub "$c1" "$c0"),\"broker\":$(fsub "$t1" "$t0"),\"machine\":$(fsub "$m1" "$m0")},\"produce\":{\"sum_s\":$(fsub "$ps1" "$ps0"),\"count\":$(fsub "$pc1" "$pc0")}}"
   record "{\"measure\":\"P3\",\"side\":\"ours\",\"rep\":$rep,\"r\":$r}"
   e0=$(date +%s.%N)
   r=$(oha_run gwe "$SINGLE_GWE" "$RUN/single.json" application/json "$DUR")
