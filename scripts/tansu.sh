@@ -93,6 +93,7 @@ do_start() {
     # Watchdog, detached from the caller's stdio (a test runner waits for those to close):
     # once the owner has exited, stop the broker it started and delete the data folder.
     local tpid; tpid=$(cat "$(pid_file)")
+    # shellcheck disable=SC2016 # the inner bash expands $1..$3 (owner, broker pid, data)
     nohup bash -c 'while kill -0 "$1" 2>/dev/null && kill -0 "$2" 2>/dev/null; do sleep 1; done
       kill -0 "$1" 2>/dev/null && exit 0   # the broker was stopped; its owner goes on
       if kill -0 "$2" 2>/dev/null; then
