@@ -128,6 +128,19 @@ if results.get("P1", {}).get("ours") and results.get("P2", {}).get("baseline"):
     results["P1"]["broker_ceiling_ratio"] = results["P2"]["baseline"] / results["P1"]["baseline"]
     results["P1"]["note"] = ("broker_ceiling_ratio = bare rdkafka producer events/s (P2 baseline: no HTTP at all) ÷ "
                              "bare axum requests/s: the highest P1 any gateway that waits for the broker's ack could reach here")
+    # CPU ceiling: the broker's CPU per event plus the machine time of one bare axum request
+    # (its HTTP, parse, generator and kernel share), all on the same cores.
+    bare_busy = [r["cpu"]["machine"] / r["r"]["seconds"] for r in get("P1", "baseline") if "machine" in r.get("cpu", {})]
+    br_ev = [r["cpu"]["broker"] / r["r"]["n202"] for r in get("P1", "ours") if r["r"]["n202"] and "broker" in r.get("cpu", {})]
+    if bare_busy and br_ev:
+        ncpu = os.cpu_count() or 2
+        busy_a = statistics.median(bare_busy)
+        c_a = busy_a / results["P1"]["baseline"]  # machine seconds per bare axum request
+        b = statistics.median(br_ev)               # broker CPU seconds per accepted event
+        results["P1"]["cpu_ceiling"] = {
+            "cores": ncpu, "bare_axum_busy_cores": busy_a, "bare_axum_machine_us_per_request": c_a * 1e6,
+            "broker_us_per_event": b * 1e6, "events_per_sec": ncpu / (c_a + b),
+            "ratio": ncpu / ((c_a + b) * results["P1"]["baseline"])}
 
 rss = next((r["r"] for r in rows if r.get("measure") == "rss"), {})
 
@@ -415,6 +428,15 @@ if p1.get("broker_ceiling_ratio"):
                  f"= **{p1['broker_ceiling_ratio']:.3f}**. No gateway that answers 202 only after the broker's ack can exceed "
                  f"that ratio on this broker and machine; ours reached {p1['ratio']:.3f}, i.e. "
                  f"{p1['ratio'] / p1['broker_ceiling_ratio']:.0%} of the ceiling.")
+    cc = p1.get("cpu_ceiling")
+    if cc:
+        lines.append(
+            f"- **CPU ceiling for P1**: bare axum kept {cc['bare_axum_busy_cores']:.2f} of {cc['cores']} cores busy, i.e. "
+            f"{cc['bare_axum_machine_us_per_request']:.1f} µs of machine time per request (HTTP, parse, load generator, "
+            f"loopback TCP); the broker spent {cc['broker_us_per_event']:.1f} µs of CPU per accepted event. Even a gateway "
+            f"costing no more than bare axum per request would need {cc['bare_axum_machine_us_per_request'] + cc['broker_us_per_event']:.1f} µs "
+            f"per event on these {cc['cores']} cores, i.e. at most {f(cc['events_per_sec'])} events/s = "
+            f"**{cc['ratio']:.3f}** of bare axum. Ours reached {p1['ratio']:.3f}.")
 p4r = results.get("P4", {})
 if p4r.get("broker_fetch_ceiling_rows_per_sec"):
     c = p4r["broker_fetch_ceiling_rows_per_sec"]

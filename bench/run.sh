@@ -213,8 +213,10 @@ oha_run warm "$SINGLE_GWE" "$RUN/single.json" application/json "$WARM" >/dev/nul
 wait_queue_empty "$GWE_PORT" 120 >/dev/null || die "enqueue gateway's producer queue did not drain"
 for rep in $(seq 1 "$REPS"); do
   say "P1/P3 repetition $rep/$REPS (-c $CONNS, $DUR each)"
+  m0=$(machine_busy_s)
   r=$(oha_run bare "$SINGLE_BARE" "$RUN/single.json" application/json "$DUR")
-  record "{\"measure\":\"P1\",\"side\":\"baseline\",\"rep\":$rep,\"r\":$r}"
+  m1=$(machine_busy_s)
+  record "{\"measure\":\"P1\",\"side\":\"baseline\",\"rep\":$rep,\"r\":$r,\"cpu\":{\"machine\":$(fsub "$m1" "$m0")}}"
   c0=$(cpu_s "$GW_PID"); t0=$(cpu_s "$TANSU_PID"); m0=$(machine_busy_s); read -r ps0 pc0 < <(produce_sum_count "$GW_PORT")
   r=$(oha_run gw "$SINGLE_GW" "$RUN/single.json" application/json "$DUR")
   c1=$(cpu_s "$GW_PID"); t1=$(cpu_s "$TANSU_PID"); m1=$(machine_busy_s); read -r ps1 pc1 < <(produce_sum_count "$GW_PORT")
