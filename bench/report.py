@@ -124,6 +124,17 @@ if ceil4 and results.get("P4", {}).get("ours"):
     results["P4"]["broker_fetch_ceiling_rows_per_sec"] = spread(ceil4)
     results["P4"]["ours_vs_fetch_ceiling"] = results["P4"]["ours"] / c
     results["P4"]["fetch_ceiling_vs_copy"] = c / results["P4"]["baseline"]
+    # CPU ceiling: reading a record (bare consumer run: broker + client, machine-wide) plus
+    # storing a row (\copy run: psql + PostgreSQL, machine-wide), all on the same cores.
+    read_s = [r["cpu"]["machine"] / r["r"]["events"] for r in get("P4", "ceiling")
+              if r["r"].get("events") and "machine" in r.get("cpu", {})]
+    store_s = [r["cpu"]["machine"] / r["r"]["rows"] for r in get("P4", "baseline") if "machine" in r.get("cpu", {})]
+    if read_s and store_s:
+        ncpu = os.cpu_count() or 2
+        rd, st = statistics.median(read_s), statistics.median(store_s)
+        results["P4"]["cpu_ceiling"] = {
+            "cores": ncpu, "read_machine_us_per_record": rd * 1e6, "copy_machine_us_per_row": st * 1e6,
+            "rows_per_sec": ncpu / (rd + st), "ratio": ncpu / ((rd + st) * results["P4"]["baseline"])}
 if results.get("P1", {}).get("ours") and results.get("P2", {}).get("baseline"):
     results["P1"]["broker_ceiling_ratio"] = results["P2"]["baseline"] / results["P1"]["baseline"]
     results["P1"]["note"] = ("broker_ceiling_ratio = bare rdkafka producer events/s (P2 baseline: no HTTP at all) ÷ "
@@ -141,6 +152,20 @@ if results.get("P1", {}).get("ours") and results.get("P2", {}).get("baseline"):
             "cores": ncpu, "bare_axum_busy_cores": busy_a, "bare_axum_machine_us_per_request": c_a * 1e6,
             "broker_us_per_event": b * 1e6, "events_per_sec": ncpu / (c_a + b),
             "ratio": ncpu / ((c_a + b) * results["P1"]["baseline"])}
+
+# The bound at the same connections: a closed-loop bare producer keeping as many records
+# awaiting their acknowledgement as the HTTP clients have requests in flight (no HTTP at all).
+# P3 shares P1's (same connections); P3x has its own.
+for m, src in (("P1", "P1"), ("P3", "P1"), ("P3x", "P3x")):
+    inf = get(src, "inflight")
+    if inf and results.get(m, {}).get("ours"):
+        v = [r["r"]["events_per_sec"] for r in inf]
+        c = statistics.median(v)
+        results[m]["inflight_ceiling"] = {
+            "in_flight": inf[0]["r"]["in_flight"], "events_per_sec": spread(v),
+            "ack_latency_mean_ms": statistics.median(r["r"]["ack_latency_mean_ms"] for r in inf),
+            "ack_latency_p99_ms": statistics.median(r["r"]["ack_latency_p99_ms"] for r in inf),
+            "ratio": c / results[m]["baseline"], "ours_vs_ceiling": results[m]["ours"] / c}
 
 rss = next((r["r"] for r in rows if r.get("measure") == "rss"), {})
 
@@ -437,6 +462,22 @@ if p1.get("broker_ceiling_ratio"):
             f"costing no more than bare axum per request would need {cc['bare_axum_machine_us_per_request'] + cc['broker_us_per_event']:.1f} µs "
             f"per event on these {cc['cores']} cores, i.e. at most {f(cc['events_per_sec'])} events/s = "
             f"**{cc['ratio']:.3f}** of bare axum. Ours reached {p1['ratio']:.3f}.")
+ic1, ic3, icx = (results.get(m, {}).get("inflight_ceiling") for m in ("P1", "P3", "P3x"))
+if ic1:
+    text = (f"- **Broker bound at the same connections (P1, P3)**: a bare rdkafka producer keeping {ic1['in_flight']} "
+            f"records awaiting their acknowledgement (`bare-producer --in-flight`, closed loop, same settings and key, no "
+            f"HTTP) got {f(ic1['events_per_sec']['median'])} acknowledged events/s (min {f(ic1['events_per_sec']['min'])}, "
+            f"max {f(ic1['events_per_sec']['max'])}; acknowledgement mean {ic1['ack_latency_mean_ms']:.2f} ms, p99 "
+            f"{ic1['ack_latency_p99_ms']:.2f} ms). No gateway whose {ic1['in_flight']} clients each wait for a 202 after "
+            f"the broker's ack can beat that on this broker: P1 ≤ **{ic1['ratio']:.3f}** (ours {p1['ratio']:.3f}, "
+            f"{ic1['ours_vs_ceiling']:.0%} of the bound)")
+    if ic3:
+        text += f", P3 ≤ **{ic3['ratio']:.3f}** (ours {results['P3']['ratio']:.3f})"
+    if icx:
+        text += (f". With {icx['in_flight']} in flight the same producer got {f(icx['events_per_sec']['median'])}/s "
+                 f"(acknowledgement mean {icx['ack_latency_mean_ms']:.2f} ms): P3x ≤ **{icx['ratio']:.3f}** "
+                 f"(ours {results['P3x']['ratio']:.3f}, {icx['ours_vs_ceiling']:.0%} of the bound)")
+    lines.append(text + ".")
 p4r = results.get("P4", {})
 if p4r.get("broker_fetch_ceiling_rows_per_sec"):
     c = p4r["broker_fetch_ceiling_rows_per_sec"]
@@ -444,6 +485,14 @@ if p4r.get("broker_fetch_ceiling_rows_per_sec"):
                  f"(`bare-consumer`, same fetch settings) got {f(c['median'])} records/s (min {f(c['min'])}, max {f(c['max'])}), "
                  f"= **{p4r['fetch_ceiling_vs_copy']:.3f}** of `\\copy`. Our consumer, which also writes every row to "
                  f"PostgreSQL on the same two cores, reached {p4r['ours_vs_fetch_ceiling']:.0%} of that ceiling.")
+    cc = p4r.get("cpu_ceiling")
+    if cc:
+        lines.append(
+            f"- **CPU ceiling for P4**: reading a record from this tansu cost the machine {cc['read_machine_us_per_record']:.1f} µs "
+            f"(bare consumer runs: broker + client, all cores) and storing a row with `\\copy` {cc['copy_machine_us_per_row']:.1f} µs "
+            f"(psql + PostgreSQL). A consumer doing no more than both would still need "
+            f"{cc['read_machine_us_per_record'] + cc['copy_machine_us_per_row']:.1f} µs per row on these {cc['cores']} cores, i.e. at most "
+            f"{f(cc['rows_per_sec'])} rows/s = **{cc['ratio']:.3f}** of `\\copy`. Ours reached {p4r['ratio']:.3f}.")
 lines += ["", "## CPU-seconds per 1 000 events", "",
           "From `/proc/PID/stat` utime+stime before/after each repetition (median across repetitions).", "",
           "| process (measure) | CPU-s / 1 000 events |", "|---|---:|"]

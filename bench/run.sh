@@ -202,8 +202,18 @@ timed_wait() {
   done
   fsub "$(date +%s.%N)" "$t0"; echo
 }
+jget() { python3 -c 'import json,sys; d=json.loads(sys.argv[1])
+for k in sys.argv[2].split("."): d = d[k]
+print(d)' "$1" "$2"; }
 queue_empty() { [ "$(producer_queue "$1")" = 0 ]; }
 wait_queue_empty() { timed_wait "$2" 0.05 queue_empty "$1"; }   # port seconds
+
+# inflight_producer C: closed-loop bare producer, C records awaiting their delivery report
+# for $DUR, keyed like the single-event body (one correlationId, so one partition).
+inflight_producer() {
+  "$BIN/bare-producer" --brokers "$BROKERS" --topic bench-events --events 20000 \
+    --key "$(jget "$(cat "$RUN/single.json")" correlationId)" --in-flight "$1" --duration "${DUR%s}"
+}
 
 # ---------------------------------------------------------------- P1 + P3 (interleaved)
 say "P1/P3 warm-up ($WARM each)"
@@ -222,6 +232,12 @@ for rep in $(seq 1 "$REPS"); do
   c1=$(cpu_s "$GW_PID"); t1=$(cpu_s "$TANSU_PID"); m1=$(machine_busy_s); read -r ps1 pc1 < <(produce_sum_count "$GW_PORT")
   record "{\"measure\":\"P1\",\"side\":\"ours\",\"rep\":$rep,\"r\":$r,\"cpu\":{\"gateway\":$(fsub "$c1" "$c0"),\"broker\":$(fsub "$t1" "$t0"),\"machine\":$(fsub "$m1" "$m0")},\"produce\":{\"sum_s\":$(fsub "$ps1" "$ps0"),\"count\":$(fsub "$pc1" "$pc0")}}"
   record "{\"measure\":\"P3\",\"side\":\"ours\",\"rep\":$rep,\"r\":$r}"
+  # The bound at these connections: a bare producer keeping $CONNS records awaiting their
+  # acknowledgement (like $CONNS clients each waiting for a 202), same key as the body.
+  t0=$(cpu_s "$TANSU_PID")
+  r=$(inflight_producer "$CONNS")
+  t1=$(cpu_s "$TANSU_PID")
+  record "{\"measure\":\"P1\",\"side\":\"inflight\",\"rep\":$rep,\"r\":$r,\"cpu\":{\"broker\":$(fsub "$t1" "$t0")}}"
   e0=$(date +%s.%N)
   r=$(oha_run gwe "$SINGLE_GWE" "$RUN/single.json" application/json "$DUR")
   # Answered at enqueue, the events are not at the broker yet: time until its producer
@@ -239,6 +255,8 @@ for rep in $(seq 1 "$REPS"); do
   say "P3 at $P3X_CONNS connections, repetition $rep/$REPS ($DUR each)"
   r=$(OHA_CONNS=$P3X_CONNS oha_run gw4 "$SINGLE_GW" "$RUN/single.json" application/json "$DUR")
   record "{\"measure\":\"P3x\",\"side\":\"ours\",\"rep\":$rep,\"r\":$r}"
+  r=$(inflight_producer "$P3X_CONNS")
+  record "{\"measure\":\"P3x\",\"side\":\"inflight\",\"rep\":$rep,\"r\":$r}"
   e0=$(date +%s.%N)
   r=$(OHA_CONNS=$P3X_CONNS oha_run gwe4 "$SINGLE_GWE" "$RUN/single.json" application/json "$DUR")
   drained=$(wait_queue_empty "$GWE_PORT" 120) || die "enqueue gateway's producer queue did not drain"
@@ -299,18 +317,18 @@ for rep in $(seq 1 "$REPS"); do
   kill "$CONS_PID"; wait "$CONS_PID" 2>/dev/null || true
   record "{\"measure\":\"P4\",\"side\":\"ours\",\"rep\":$rep,\"r\":{\"rows\":$n,\"first_rows\":$first_n,\"t0\":$first_t,\"t1\":$last_t,\"ready_t\":$ready_t,\"stored_span_s\":$span,\"first_batch_rows\":$first_batch,\"batch_seconds_sum\":$bsum,\"batches\":$bcnt,\"batch_rows\":$rows,\"hwm_kb\":$CONS_HWM},\"cpu\":{\"consumer\":$(fsub "$cc1" "$cc0"),\"broker\":$(fsub "$tc1" "$tc0")}}"
   # The broker's fetch ceiling: a bare consumer that reads the same backlog and stores nothing.
-  t0=$(cpu_s "$TANSU_PID")
+  t0=$(cpu_s "$TANSU_PID"); m0=$(machine_busy_s)
   r=$("$BIN/bare-consumer" --brokers "$BROKERS" --topic bench-backlog --events "$P4_EVENTS")
-  t1=$(cpu_s "$TANSU_PID")
-  record "{\"measure\":\"P4\",\"side\":\"ceiling\",\"rep\":$rep,\"r\":$r,\"cpu\":{\"broker\":$(fsub "$t1" "$t0")}}"
+  t1=$(cpu_s "$TANSU_PID"); m1=$(machine_busy_s)
+  record "{\"measure\":\"P4\",\"side\":\"ceiling\",\"rep\":$rep,\"r\":$r,\"cpu\":{\"broker\":$(fsub "$t1" "$t0"),\"machine\":$(fsub "$m1" "$m0")}}"
   if [ "$rep" = 1 ]; then
     "${PSQL[@]}" -c "\\copy log_events ($COLS) TO '$RUN/rows.csv' WITH (FORMAT csv)"
   fi
   "${PSQL[@]}" -c "TRUNCATE log_events" >/dev/null
-  s0=$(date +%s.%N)
+  s0=$(date +%s.%N); m0=$(machine_busy_s)
   "${PSQL[@]}" -c "\\copy log_events ($COLS) FROM '$RUN/rows.csv' WITH (FORMAT csv)"
-  s1=$(date +%s.%N)
-  record "{\"measure\":\"P4\",\"side\":\"baseline\",\"rep\":$rep,\"r\":{\"rows\":$P4_EVENTS,\"seconds\":$(fsub "$s1" "$s0")}}"
+  s1=$(date +%s.%N); m1=$(machine_busy_s)
+  record "{\"measure\":\"P4\",\"side\":\"baseline\",\"rep\":$rep,\"r\":{\"rows\":$P4_EVENTS,\"seconds\":$(fsub "$s1" "$s0")},\"cpu\":{\"machine\":$(fsub "$m1" "$m0")}}"
 done
 
 # ---------------------------------------------------------------- P5 + P6 (gateway)
@@ -333,9 +351,6 @@ loadgen() { "$BIN/loadgen" "$@"; }
 SINGLE_BODIES=()
 for _ in 1 2 3 4 5 6 7 8 9; do SINGLE_BODIES+=(--body "$RUN/single.json"); done
 SINGLE_BODIES+=(--body "$RUN/single-error.json")
-jget() { python3 -c 'import json,sys; d=json.loads(sys.argv[1])
-for k in sys.argv[2].split("."): d = d[k]
-print(d)' "$1" "$2"; }
 
 say "P5: sustainable rate: closed loop, 256 connections, ${P5_SEARCH}s, consumer running"
 wait_lag_below 1000 60 >/dev/null || die "lag probe never reported a lag below 1000"

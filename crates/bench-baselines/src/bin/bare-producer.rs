@@ -1,6 +1,14 @@
 //! Bare rdkafka baseline: a `BaseProducer` loop with the gateway's producer settings
-//! (idempotent, acks=all, linger.ms=5, murmur2_random, no compression) pushing N
+//! (idempotent, acks=all, linger.ms=5, murmur2_random, no compression) pushing
 //! pre-serialized records and counting delivery reports. Prints one JSON line.
+//!
+//! Two modes:
+//! * bulk (default): `--events N` records as fast as the queue takes them; the broker's
+//!   produce ceiling (P2's baseline).
+//! * closed loop: `--in-flight C --duration S` keeps exactly C records awaiting their
+//!   delivery report for S seconds, sending the next as each report arrives, like C HTTP
+//!   clients that each wait for a 202. That is the most any gateway answering after the
+//!   broker's ack can reach with C clients on this broker (P1/P3's bound at C connections).
 
 use bench_baselines::generated_record;
 use clap::Parser;
@@ -10,7 +18,7 @@ use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, Prod
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::ClientContext;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 #[derive(Parser)]
@@ -26,24 +34,52 @@ struct Args {
     payload_file: Option<std::path::PathBuf>,
     #[arg(long, default_value_t = 5)]
     linger_ms: u64,
+    /// Closed loop: keep this many records awaiting their delivery report (needs --duration).
+    #[arg(long, requires = "duration")]
+    in_flight: Option<u64>,
+    /// Closed loop: seconds to run.
+    #[arg(long, requires = "in_flight")]
+    duration: Option<f64>,
+    /// Key every record with this key (the bench's single-event body has one correlationId,
+    /// so the gateway sends all of P1 to one partition); default: bench-{i % 1024}.
+    #[arg(long)]
+    key: Option<String>,
 }
 
 #[derive(Default)]
 struct Counter {
     ok: AtomicU64,
     failed: AtomicU64,
+    /// Closed loop: enqueue → delivery report of each acknowledged record, in µs.
+    latencies_us: Mutex<Vec<u32>>,
 }
 
+/// The delivery opaque: nanoseconds since the run's start at enqueue (closed loop), or 0.
 #[derive(Clone)]
-struct Ctx(Arc<Counter>);
+struct Ctx(Arc<Counter>, Instant);
 impl ClientContext for Ctx {}
 impl ProducerContext for Ctx {
-    type DeliveryOpaque = ();
-    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+    type DeliveryOpaque = usize;
+    fn delivery(&self, result: &DeliveryResult<'_>, sent_ns: usize) {
         match result {
-            Ok(_) => self.0.ok.fetch_add(1, Ordering::Relaxed),
-            Err(_) => self.0.failed.fetch_add(1, Ordering::Relaxed),
-        };
+            Ok(_) => {
+                self.0.ok.fetch_add(1, Ordering::Relaxed);
+                if sent_ns > 0 {
+                    let waited = self.1.elapsed().as_nanos() as usize - sent_ns;
+                    let us = u32::try_from(waited / 1_000).unwrap_or(u32::MAX);
+                    self.0.latencies_us.lock().expect("not poisoned").push(us);
+                }
+            }
+            Err(_) => {
+                self.0.failed.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+impl Counter {
+    fn done(&self) -> u64 {
+        self.ok.load(Ordering::Relaxed) + self.failed.load(Ordering::Relaxed)
     }
 }
 
@@ -52,8 +88,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let now_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)?
         .as_millis() as i64;
-    // Pre-serialize everything so the timed loop is only the producer.
-    let records: Vec<(String, Vec<u8>)> = match &args.payload_file {
+    // Pre-serialize everything so the timed loop is only the producer (the closed loop
+    // cycles through them).
+    let mut records: Vec<(String, Vec<u8>)> = match &args.payload_file {
         Some(path) => {
             let text = std::fs::read_to_string(path)?;
             let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
@@ -71,8 +108,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             .map(|i| generated_record(i, now_ms))
             .collect(),
     };
+    if let Some(key) = &args.key {
+        records.iter_mut().for_each(|(k, _)| k.clone_from(key));
+    }
+    if records.is_empty() {
+        return Err("--events must be at least 1".into());
+    }
 
     let counter = Arc::new(Counter::default());
+    let start = Instant::now();
     let producer: BaseProducer<Ctx> = ClientConfig::new()
         .set("bootstrap.servers", &args.brokers)
         .set("client.id", "bench-bare-producer")
@@ -84,49 +128,132 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .set("queue.buffering.max.messages", "200000")
         .set("queue.buffering.max.kbytes", "262144")
         .set("batch.num.messages", "10000")
-        .create_with_context(Ctx(counter.clone()))?;
+        .create_with_context(Ctx(counter.clone(), start))?;
     // Metadata first, so connection set-up is not timed (the gateway is ready before load).
     producer
         .client()
         .fetch_metadata(Some(&args.topic), Duration::from_secs(30))?;
 
-    let start = Instant::now();
-    for (key, value) in &records {
-        let mut record = BaseRecord::to(&args.topic)
-            .key(key.as_str())
-            .payload(value.as_slice());
-        loop {
-            match producer.send(record) {
-                Ok(()) => break,
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
-                    record = r;
-                    producer.poll(Duration::from_millis(10));
-                }
-                Err((e, _)) => return Err(e.into()),
+    let report = match (args.in_flight, args.duration) {
+        (Some(in_flight), Some(seconds)) => closed_loop(
+            &producer,
+            &counter,
+            &records,
+            &args.topic,
+            in_flight.max(1),
+            Duration::from_secs_f64(seconds),
+        )?,
+        _ => bulk(&producer, &counter, &records, &args.topic)?,
+    };
+    println!("{report}");
+    Ok(())
+}
+
+/// Sends `record`, polling while the local queue is full.
+fn send(
+    producer: &BaseProducer<Ctx>,
+    topic: &str,
+    (key, value): &(String, Vec<u8>),
+    opaque: usize,
+) -> Result<(), KafkaError> {
+    let mut record = BaseRecord::with_opaque_to(topic, opaque)
+        .key(key.as_str())
+        .payload(value.as_slice());
+    loop {
+        match producer.send(record) {
+            Ok(()) => return Ok(()),
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                record = r;
+                producer.poll(Duration::from_millis(10));
             }
+            Err((e, _)) => return Err(e),
         }
+    }
+}
+
+/// Polls until every sent record has its delivery report, for at most `limit`.
+fn wait_for_reports(producer: &BaseProducer<Ctx>, counter: &Counter, sent: u64, limit: Duration) {
+    let deadline = Instant::now() + limit;
+    while counter.done() < sent && Instant::now() < deadline {
+        producer.poll(Duration::from_millis(5));
+    }
+}
+
+fn bulk(
+    producer: &BaseProducer<Ctx>,
+    counter: &Counter,
+    records: &[(String, Vec<u8>)],
+    topic: &str,
+) -> Result<serde_json::Value, Box<dyn std::error::Error>> {
+    let start = Instant::now();
+    for record in records {
+        send(producer, topic, record, 0)?;
         producer.poll(Duration::ZERO);
     }
-    let deadline = Instant::now() + Duration::from_secs(300);
-    while counter.ok.load(Ordering::Relaxed) + counter.failed.load(Ordering::Relaxed) < args.events
-        && Instant::now() < deadline
-    {
-        producer.poll(Duration::from_millis(5));
+    let events = records.len() as u64;
+    wait_for_reports(producer, counter, events, Duration::from_secs(300));
+    let seconds = start.elapsed().as_secs_f64();
+    let ok = counter.ok.load(Ordering::Relaxed);
+    let failed = counter.failed.load(Ordering::Relaxed);
+    if failed > 0 || ok < events {
+        return Err(format!("{failed} failed, {ok}/{events} delivered").into());
+    }
+    Ok(serde_json::json!({
+        "events": ok,
+        "failed": failed,
+        "seconds": seconds,
+        "events_per_sec": ok as f64 / seconds,
+    }))
+}
+
+fn closed_loop(
+    producer: &BaseProducer<Ctx>,
+    counter: &Counter,
+    records: &[(String, Vec<u8>)],
+    topic: &str,
+    in_flight: u64,
+    duration: Duration,
+) -> Result<serde_json::Value, Box<dyn std::error::Error>> {
+    let origin = producer.context().1;
+    let start = Instant::now();
+    let end = start + duration;
+    let mut sent = 0u64;
+    let mut peak = 0u64;
+    while Instant::now() < end {
+        while sent - counter.done() < in_flight {
+            let record = &records[(sent % records.len() as u64) as usize];
+            // Never 0 (that means "not timed"): nanoseconds since the producer's creation.
+            let sent_ns = origin.elapsed().as_nanos() as usize;
+            send(producer, topic, record, sent_ns.max(1))?;
+            sent += 1;
+        }
+        peak = peak.max(sent - counter.done());
+        producer.poll(Duration::from_millis(1));
     }
     let seconds = start.elapsed().as_secs_f64();
     let ok = counter.ok.load(Ordering::Relaxed);
     let failed = counter.failed.load(Ordering::Relaxed);
-    println!(
-        "{}",
-        serde_json::json!({
-            "events": ok,
-            "failed": failed,
-            "seconds": seconds,
-            "events_per_sec": ok as f64 / seconds,
-        })
-    );
-    if failed > 0 || ok < args.events {
-        return Err(format!("{failed} failed, {ok}/{} delivered", args.events).into());
+    let mut latencies = std::mem::take(&mut *counter.latencies_us.lock().expect("not poisoned"));
+    // The records still in flight finish outside the window, so the next measurement
+    // does not share the broker with them.
+    wait_for_reports(producer, counter, sent, Duration::from_secs(60));
+    if failed > 0 {
+        return Err(format!("{failed} delivery reports failed").into());
     }
-    Ok(())
+    latencies.sort_unstable();
+    let ms = |us: u32| f64::from(us) / 1000.0;
+    let mean_ms = latencies.iter().map(|&us| ms(us)).sum::<f64>() / latencies.len().max(1) as f64;
+    let p99_ms = latencies
+        .get((latencies.len() * 99 / 100).min(latencies.len().saturating_sub(1)))
+        .map_or(0.0, |&us| ms(us));
+    Ok(serde_json::json!({
+        "events": ok,
+        "failed": failed,
+        "seconds": seconds,
+        "events_per_sec": ok as f64 / seconds,
+        "in_flight": in_flight,
+        "in_flight_peak": peak,
+        "ack_latency_mean_ms": mean_ms,
+        "ack_latency_p99_ms": p99_ms,
+    }))
 }
