@@ -206,6 +206,7 @@ def p5_summary(config):
     p99_ratio = [o / h for o, h in zip(p99_over, p99_half)]
     recovery = [r["recovery_s"] for r in over if r.get("recovery_s") is not None]
     lat = {k: spread([r["r"]["accepted_latency"][k] for r in half]) for k in ("p50_ms", "p90_ms", "p99_ms", "max_ms")}
+    busy = [r["cpu"]["machine"] / r["r"]["seconds"] for r in over if "machine" in r.get("cpu", {})]
     cpu_over = {}
     for r in over:
         if r["r"]["accepted"]:
@@ -227,6 +228,7 @@ def p5_summary(config):
         "status_counts_overload": [r["r"]["by_status"] for r in over],
         "missing_retry_after": sum(r["r"]["missing_retry_after"] for r in over),
         "generator_late_starts": [r["r"]["late_starts"] for r in over],
+        "machine_busy_cores_overload": spread(busy) if busy else None,
         "latency_at_half_load_ms": lat,
         "cpu_s_per_1000_accepted_overload": {k: statistics.median(v) for k, v in cpu_over.items()},
         "overload_timeline": timeline_summary(over),
@@ -519,6 +521,11 @@ if p5.get("ours") is not None:
               + "; ".join(json.dumps(c) for c in p5["status_counts_overload"])
               + f"; 429s without Retry-After: {p5['missing_retry_after']}; generator late starts (> 10 ms): {p5['generator_late_starts']}",
               f"- consumer lag when each overload stopped: {p5['lag_at_stop']}",
+              *[f"- machine busy during the 3× runs ({name}): {cfg['machine_busy_cores_overload']['median']:.2f} of "
+                f"{os.cpu_count() or 2} cores (median; min {cfg['machine_busy_cores_overload']['min']:.2f}, max "
+                f"{cfg['machine_busy_cores_overload']['max']:.2f}), generator included"
+                for name, cfg in (("capacity = peak", p5), ("capacity = peak ÷ 2", p5.get("headroom_config")))
+                if cfg and cfg.get("machine_busy_cores_overload")],
               "- goodput counts every 202 over the run's real elapsed time; the token bucket starts full (by default "
               "200 ms of the capacity, `RATE_BURST_MS`), so a short run can exceed the capacity by that much.",
               "- why two configurations: at the peak the pipeline alone keeps both cores busy, so a load generator on the "
