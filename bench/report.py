@@ -207,6 +207,11 @@ def p5_summary(config):
     recovery = [r["recovery_s"] for r in over if r.get("recovery_s") is not None]
     lat = {k: spread([r["r"]["accepted_latency"][k] for r in half]) for k in ("p50_ms", "p90_ms", "p99_ms", "max_ms")}
     busy = [r["cpu"]["machine"] / r["r"]["seconds"] for r in over if "machine" in r.get("cpu", {})]
+    # 100 % of the capacity with nothing refused (runs from before this side existed have none)
+    full = {r["rep"]: r for r in get("P5", "full") if r.get("config", "peak") == config}
+    p99_full = [full[r["rep"]]["r"]["accepted_latency"]["p99_ms"] for r in over if r["rep"] in full]
+    over_vs_full = [r["r"]["accepted_latency"]["p99_ms"] / full[r["rep"]]["r"]["accepted_latency"]["p99_ms"]
+                    for r in over if r["rep"] in full]
     cpu_over = {}
     for r in over:
         if r["r"]["accepted"]:
@@ -229,6 +234,9 @@ def p5_summary(config):
         "missing_retry_after": sum(r["r"]["missing_retry_after"] for r in over),
         "generator_late_starts": [r["r"]["late_starts"] for r in over],
         "machine_busy_cores_overload": spread(busy) if busy else None,
+        "p99_accepted_full_load_ms": spread(p99_full) if p99_full else None,
+        "p99_overload_vs_full_load": spread(over_vs_full) if over_vs_full else None,
+        "full_load_ratio_vs_half": (statistics.median(p99_full) / statistics.median(p99_half)) if p99_full else None,
         "latency_at_half_load_ms": lat,
         "cpu_s_per_1000_accepted_overload": {k: statistics.median(v) for k, v in cpu_over.items()},
         "overload_timeline": timeline_summary(over),
@@ -521,6 +529,15 @@ if p5.get("ours") is not None:
               + "; ".join(json.dumps(c) for c in p5["status_counts_overload"])
               + f"; 429s without Retry-After: {p5['missing_retry_after']}; generator late starts (> 10 ms): {p5['generator_late_starts']}",
               f"- consumer lag when each overload stopped: {p5['lag_at_stop']}",
+              *[f"- what the overload itself adds ({name}): p99 of accepted at 100 % of the capacity with nothing refused "
+                f"(same 1 024 connections) {cfg['p99_accepted_full_load_ms']['median']:.1f} ms, i.e. "
+                f"{cfg['full_load_ratio_vs_half']:.2f}× the 50 % p99 from the load alone; at 3× (the same accepted rate plus "
+                f"the refusals) {cfg['p99_accepted_overload_ms']['median']:.1f} ms, i.e. "
+                f"{cfg['p99_overload_vs_full_load']['median']:.2f}× the 100 % p99 (per repetition "
+                f"{cfg['p99_overload_vs_full_load']['min']:.2f} / {cfg['p99_overload_vs_full_load']['median']:.2f} / "
+                f"{cfg['p99_overload_vs_full_load']['max']:.2f})"
+                for name, cfg in (("capacity = peak ÷ 2", p5.get("headroom_config")), ("capacity = peak", p5))
+                if cfg and cfg.get("p99_overload_vs_full_load")],
               *[f"- machine busy during the 3× runs ({name}): {cfg['machine_busy_cores_overload']['median']:.2f} of "
                 f"{os.cpu_count() or 2} cores (median; min {cfg['machine_busy_cores_overload']['min']:.2f}, max "
                 f"{cfg['machine_busy_cores_overload']['max']:.2f}), generator included"

@@ -25,8 +25,8 @@ REPS=3
 CONNS=${BENCH_CONNS:-256}
 P2_CONNS=32
 if [ "$QUICK" = 1 ]; then
-  DUR=3s; WARM=2s; P2_EVENTS=100000; P4_EVENTS=20000
-  P5_SEARCH=3; P5_HALF=3; P5_OVER=4; P5_REPS=1; P5_SETTLE=2; P6_OVER=4; P6_EVENTS=100000
+  DUR=3s; WARM=1s; P2_EVENTS=100000; P4_EVENTS=20000
+  P5_SEARCH=3; P5_HALF=3; P5_OVER=3; P5_REPS=1; P5_SETTLE=2; P6_OVER=3; P6_EVENTS=50000
 else
   DUR=10s; WARM=5s; P2_EVENTS=300000; P4_EVENTS=200000; REPS=${BENCH_REPS:-5}
   P5_SEARCH=10; P5_HALF=15; P5_OVER=20; P5_REPS=3; P5_SETTLE=6; P6_OVER=30; P6_EVENTS=1000000
@@ -335,8 +335,8 @@ done
 # The whole pipeline runs: gateway → tansu → consumer → PostgreSQL, single events, 90 % info
 # and 10 % error bodies. First the sustainable rate S is searched with the limiter out of the
 # way; then a gateway with its real flow control, configured for that capacity (RATE_MAX=S,
-# RATE_MIN=S/10, default lag thresholds, lag measured every 5 s), gets 50 % and 3x of S from
-# the open-loop generator (latency from the scheduled send time), alternately, REPS times.
+# RATE_MIN=S/10, default lag thresholds, lag measured every 5 s), gets 50 %, 100 % and 3x of S
+# from the open-loop generator (latency from the scheduled send time), in turn, REPS times.
 # The limiter-free gateway stays up as a lag probe (LAG_INTERVAL_MS=500, no traffic).
 "${PSQL[@]}" -c "TRUNCATE log_events" >/dev/null
 P5_GROUP="bench-p5-$DB"
@@ -376,7 +376,7 @@ done
 [ -n "$SUSTAINED" ] || die "no sustainable rate found (see $RAW)"
 say "P5: sustainable rate S = $S events/s"
 # p5_config NAME CAP: a gateway with its real flow control configured for CAP events/s
-# (RATE_MAX=CAP, RATE_MIN=CAP/10); REPS x (50 % of CAP, then 3x CAP offered). Leaves the
+# (RATE_MAX=CAP, RATE_MIN=CAP/10); REPS x (50 %, 100 %, then 3x CAP offered). Leaves the
 # gateway running (LIM_PID, LIM_PORT).
 p5_config() {
   local name=$1 cap=$2 rep half over r c0 c1 t0 t1 k0 k1 lag_stop rec
@@ -393,13 +393,20 @@ p5_config() {
     record "{\"measure\":\"P5\",\"side\":\"half\",\"config\":\"$name\",\"rep\":$rep,\"S\":$cap,\"peak\":$S,\"r\":$r}"
     wait_lag_below 1000 120 >/dev/null || die "consumer did not catch up after the 50 % run"
     sleep "$P5_SETTLE"
+    # 100 % of the capacity, nothing refused, same connections as the overload: the latency
+    # the accepted requests would have at that rate without any overload.
+    say "P5 [$name, RATE_MAX=$cap] repetition $rep/$P5_REPS: 100 % load ($cap/s, ${P5_HALF}s)"
+    r=$(loadgen --url "http://127.0.0.1:$LIM_PORT/api/logs" "${SINGLE_BODIES[@]}" --rate "$cap" --concurrency 1024 --duration "$P5_HALF")
+    record "{\"measure\":\"P5\",\"side\":\"full\",\"config\":\"$name\",\"rep\":$rep,\"S\":$cap,\"peak\":$S,\"r\":$r}"
+    wait_lag_below 1000 120 >/dev/null || die "consumer did not catch up after the 100 % run"
+    sleep "$P5_SETTLE"
     say "P5 [$name, RATE_MAX=$cap] repetition $rep/$P5_REPS: 3x overload ($over/s offered, ${P5_OVER}s)"
-    c0=$(cpu_s "$LIM_PID"); t0=$(cpu_s "$TANSU_PID"); k0=$(cpu_s "$P5_CONS_PID")
+    c0=$(cpu_s "$LIM_PID"); t0=$(cpu_s "$TANSU_PID"); k0=$(cpu_s "$P5_CONS_PID"); m0=$(machine_busy_s)
     r=$(loadgen --url "http://127.0.0.1:$LIM_PORT/api/logs" "${SINGLE_BODIES[@]}" --rate "$over" --concurrency 1024 --duration "$P5_OVER")
-    c1=$(cpu_s "$LIM_PID"); t1=$(cpu_s "$TANSU_PID"); k1=$(cpu_s "$P5_CONS_PID")
+    c1=$(cpu_s "$LIM_PID"); t1=$(cpu_s "$TANSU_PID"); k1=$(cpu_s "$P5_CONS_PID"); m1=$(machine_busy_s)
     lag_stop=$(lag_now)
     rec=$(wait_lag_below 10000 300) || rec=null
-    record "{\"measure\":\"P5\",\"side\":\"over\",\"config\":\"$name\",\"rep\":$rep,\"S\":$cap,\"peak\":$S,\"r\":$r,\"lag_at_stop\":$lag_stop,\"recovery_s\":$rec,\"cpu\":{\"gateway\":$(fsub "$c1" "$c0"),\"broker\":$(fsub "$t1" "$t0"),\"consumer\":$(fsub "$k1" "$k0")}}"
+    record "{\"measure\":\"P5\",\"side\":\"over\",\"config\":\"$name\",\"rep\":$rep,\"S\":$cap,\"peak\":$S,\"r\":$r,\"lag_at_stop\":$lag_stop,\"recovery_s\":$rec,\"cpu\":{\"gateway\":$(fsub "$c1" "$c0"),\"broker\":$(fsub "$t1" "$t0"),\"consumer\":$(fsub "$k1" "$k0"),\"machine\":$(fsub "$m1" "$m0")}}"
   done
 }
 # "headroom": capacity set to half the peak, so that 3x of it (1.5x the peak) can actually be
