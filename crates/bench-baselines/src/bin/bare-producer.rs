@@ -54,7 +54,8 @@ struct Counter {
     latencies_us: Mutex<Vec<u32>>,
 }
 
-/// The delivery opaque: nanoseconds since the run's start at enqueue (closed loop), or 0.
+/// Counts delivery reports. The `Instant` is the origin of the delivery opaque: the
+/// enqueue time in nanoseconds since it (closed loop), or 0 when not timed (bulk).
 #[derive(Clone)]
 struct Ctx(Arc<Counter>, Instant);
 impl ClientContext for Ctx {}
