@@ -393,10 +393,11 @@ p5_config() {
     record "{\"measure\":\"P5\",\"side\":\"half\",\"config\":\"$name\",\"rep\":$rep,\"S\":$cap,\"peak\":$S,\"r\":$r}"
     wait_lag_below 1000 120 >/dev/null || die "consumer did not catch up after the 50 % run"
     sleep "$P5_SETTLE"
-    # 100 % of the capacity, nothing refused, same connections as the overload: the latency
-    # the accepted requests would have at that rate without any overload.
-    say "P5 [$name, RATE_MAX=$cap] repetition $rep/$P5_REPS: 100 % load ($cap/s, ${P5_HALF}s)"
-    r=$(loadgen --url "http://127.0.0.1:$LIM_PORT/api/logs" "${SINGLE_BODIES[@]}" --rate "$cap" --concurrency 1024 --duration "$P5_HALF")
+    # 100 % of the capacity, same connections as the overload, through the limiter-free probe
+    # gateway (the limited one refuses a few percent at exactly its rate: open-loop jitter
+    # against the bucket): the latency accepted requests have at that rate with no overload.
+    say "P5 [$name, RATE_MAX=$cap] repetition $rep/$P5_REPS: 100 % load, no limiter ($cap/s, ${P5_HALF}s)"
+    r=$(loadgen --url "http://127.0.0.1:$PROBE_PORT/api/logs" "${SINGLE_BODIES[@]}" --rate "$cap" --concurrency 1024 --duration "$P5_HALF")
     record "{\"measure\":\"P5\",\"side\":\"full\",\"config\":\"$name\",\"rep\":$rep,\"S\":$cap,\"peak\":$S,\"r\":$r}"
     wait_lag_below 1000 120 >/dev/null || die "consumer did not catch up after the 100 % run"
     sleep "$P5_SETTLE"
