@@ -11,6 +11,7 @@ raw, quick, reps, dur, conns, p2_events, p4_events, run_dir = sys.argv[1:9]
 quick = quick == "1"
 rows = [json.loads(line) for line in open(raw) if line.strip()]
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+NCPU = os.cpu_count() or 2
 
 
 def sh(cmd):
@@ -130,11 +131,10 @@ if ceil4 and results.get("P4", {}).get("ours"):
               if r["r"].get("events") and "machine" in r.get("cpu", {})]
     store_s = [r["cpu"]["machine"] / r["r"]["rows"] for r in get("P4", "baseline") if "machine" in r.get("cpu", {})]
     if read_s and store_s:
-        ncpu = os.cpu_count() or 2
         rd, st = statistics.median(read_s), statistics.median(store_s)
         results["P4"]["cpu_ceiling"] = {
-            "cores": ncpu, "read_machine_us_per_record": rd * 1e6, "copy_machine_us_per_row": st * 1e6,
-            "rows_per_sec": ncpu / (rd + st), "ratio": ncpu / ((rd + st) * results["P4"]["baseline"])}
+            "cores": NCPU, "read_machine_us_per_record": rd * 1e6, "copy_machine_us_per_row": st * 1e6,
+            "rows_per_sec": NCPU / (rd + st), "ratio": NCPU / ((rd + st) * results["P4"]["baseline"])}
 if results.get("P1", {}).get("ours") and results.get("P2", {}).get("baseline"):
     results["P1"]["broker_ceiling_ratio"] = results["P2"]["baseline"] / results["P1"]["baseline"]
     results["P1"]["note"] = ("broker_ceiling_ratio = bare rdkafka producer events/s (P2 baseline: no HTTP at all) ÷ "
@@ -144,14 +144,13 @@ if results.get("P1", {}).get("ours") and results.get("P2", {}).get("baseline"):
     bare_busy = [r["cpu"]["machine"] / r["r"]["seconds"] for r in get("P1", "baseline") if "machine" in r.get("cpu", {})]
     br_ev = [r["cpu"]["broker"] / r["r"]["n202"] for r in get("P1", "ours") if r["r"]["n202"] and "broker" in r.get("cpu", {})]
     if bare_busy and br_ev:
-        ncpu = os.cpu_count() or 2
         busy_a = statistics.median(bare_busy)
         c_a = busy_a / results["P1"]["baseline"]  # machine seconds per bare axum request
         b = statistics.median(br_ev)               # broker CPU seconds per accepted event
         results["P1"]["cpu_ceiling"] = {
-            "cores": ncpu, "bare_axum_busy_cores": busy_a, "bare_axum_machine_us_per_request": c_a * 1e6,
-            "broker_us_per_event": b * 1e6, "events_per_sec": ncpu / (c_a + b),
-            "ratio": ncpu / ((c_a + b) * results["P1"]["baseline"])}
+            "cores": NCPU, "bare_axum_busy_cores": busy_a, "bare_axum_machine_us_per_request": c_a * 1e6,
+            "broker_us_per_event": b * 1e6, "events_per_sec": NCPU / (c_a + b),
+            "ratio": NCPU / ((c_a + b) * results["P1"]["baseline"])}
 
 # The bound at the same connections: a closed-loop bare producer keeping as many records
 # awaiting their acknowledgement as the HTTP clients have requests in flight (no HTTP at all).
@@ -343,6 +342,8 @@ for m in MEASURES:
                  f"{f(br['min'])} / {f(br['median'])} / {f(br['max'])} | {f(orr['min'])} / {f(orr['median'])} / {f(orr['max'])} | "
                  f"{'≥ ' + str(g) if g else '–'} |")
 p5 = results["P5"]
+# the two P5 gateway configurations, in the order the report lists them
+p5_configs = (("capacity = peak ÷ 2", p5.get("headroom_config")), ("capacity = peak", p5))
 
 
 def p5_rows(x, label):
@@ -399,16 +400,15 @@ if p1o:
     busy = [r["cpu"]["machine"] / s_ for r, s_ in zip(p1o, secs) if "machine" in r.get("cpu", {})]
     prod = [r["produce"]["sum_s"] / r["produce"]["count"] for r in p1o
             if r.get("produce") and r["produce"]["count"] > 0]
-    ncpu = os.cpu_count() or 2
     text = (f"- **P1 (single events, 202 after the delivery report)**: {conns} connections, mean latency "
             f"{avg * 1000:.2f} ms; during those runs the gateway used {gw_cores:.2f} cores and tansu {br_cores:.2f} cores")
     if busy and prod:
         b, pm = statistics.median(busy), statistics.median(prod)
-        text += (f", the whole machine {b:.2f} of its {ncpu} cores (load generator and loopback TCP included). "
+        text += (f", the whole machine {b:.2f} of its {NCPU} cores (load generator and loopback TCP included). "
                  f"Of each request's {avg * 1000:.2f} ms, {pm * 1000:.2f} ms (median of the per-repetition means) were the "
                  "produce round trip, enqueue → acks=all delivery report (up to `linger.ms` = 5 of batching, then the "
                  "broker's write and acknowledgement). ")
-        if b >= 0.9 * ncpu:
+        if b >= 0.9 * NCPU:
             text += ("The cores were saturated: the ratio is bounded by CPU per event: the gateway's, the broker's "
                      "(see the CPU table; the broker spends about as much per event as bare axum's whole request) and "
                      "the generator's, all on the same cores.")
@@ -539,13 +539,11 @@ if p5.get("ours") is not None:
                 f"{cfg['p99_overload_vs_full_load']['median']:.2f}× the 100 % p99 (per repetition "
                 f"{cfg['p99_overload_vs_full_load']['min']:.2f} / {cfg['p99_overload_vs_full_load']['median']:.2f} / "
                 f"{cfg['p99_overload_vs_full_load']['max']:.2f})"
-                for name, cfg in (("capacity = peak ÷ 2", p5.get("headroom_config")), ("capacity = peak", p5))
-                if cfg and cfg.get("p99_overload_vs_full_load")],
+                for name, cfg in p5_configs if cfg and cfg.get("p99_overload_vs_full_load")],
               *[f"- machine busy during the 3× runs ({name}): {cfg['machine_busy_cores_overload']['median']:.2f} of "
-                f"{os.cpu_count() or 2} cores (median; min {cfg['machine_busy_cores_overload']['min']:.2f}, max "
+                f"{NCPU} cores (median; min {cfg['machine_busy_cores_overload']['min']:.2f}, max "
                 f"{cfg['machine_busy_cores_overload']['max']:.2f}), generator included"
-                for name, cfg in (("capacity = peak", p5), ("capacity = peak ÷ 2", p5.get("headroom_config")))
-                if cfg and cfg.get("machine_busy_cores_overload")],
+                for name, cfg in p5_configs if cfg and cfg.get("machine_busy_cores_overload")],
               "- goodput counts every 202 over the run's real elapsed time; the token bucket starts full (by default "
               "200 ms of the capacity, `RATE_BURST_MS`), so a short run can exceed the capacity by that much.",
               "- why two configurations: at the peak the pipeline alone keeps both cores busy, so a load generator on the "
@@ -555,8 +553,7 @@ if p5.get("ours") is not None:
 lines[-1:-1] = [f"- overload timeline ({name}), per repetition: first second {x['first_second_accepted']:,} accepted, "
                 f"p99 {x['first_second_p99_ms']:.1f} ms; later seconds' p99 median {x['later_seconds_p99_ms_median']:.1f} ms, "
                 f"max {x['later_seconds_p99_ms_max']:.1f} ms"
-                for name, cfg in (("capacity = peak ÷ 2", p5.get("headroom_config")), ("capacity = peak", p5))
-                if cfg for x in cfg.get("overload_timeline", [])]
+                for name, cfg in p5_configs if cfg for x in cfg.get("overload_timeline", [])]
 opt = os.path.join(ROOT, "bench/optimisations.md")
 if os.path.exists(opt):
     lines += [open(opt).read().rstrip(), ""]

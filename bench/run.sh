@@ -210,9 +210,10 @@ wait_queue_empty() { timed_wait "$2" 0.05 queue_empty "$1"; }   # port seconds
 
 # inflight_producer C: closed-loop bare producer, C records awaiting their delivery report
 # for $DUR, keyed like the single-event body (one correlationId, so one partition).
+SINGLE_KEY=$(jget "$(cat "$RUN/single.json")" correlationId)
 inflight_producer() {
   "$BIN/bare-producer" --brokers "$BROKERS" --topic bench-events --events 20000 \
-    --key "$(jget "$(cat "$RUN/single.json")" correlationId)" --in-flight "$1" --duration "${DUR%s}"
+    --key "$SINGLE_KEY" --in-flight "$1" --duration "${DUR%s}"
 }
 
 # ---------------------------------------------------------------- P1 + P3 (interleaved)
@@ -379,7 +380,7 @@ say "P5: sustainable rate S = $S events/s"
 # (RATE_MAX=CAP, RATE_MIN=CAP/10); REPS x (50 %, 100 %, then 3x CAP offered). Leaves the
 # gateway running (LIM_PID, LIM_PORT).
 p5_config() {
-  local name=$1 cap=$2 rep half over r c0 c1 t0 t1 k0 k1 lag_stop rec
+  local name=$1 cap=$2 rep half over r c0 c1 t0 t1 k0 k1 m0 m1 lag_stop rec
   LIM_PORT=$(free_port)
   start_gateway "gateway-limited-$name" "$LIM_PORT" KAFKA_TOPIC=bench-p5 KAFKA_GROUP_ID="$P5_GROUP" \
     RATE_MAX="$cap" RATE_MIN="$((cap / 10))" SHED_BELOW=WARN LAG_INTERVAL_MS=5000

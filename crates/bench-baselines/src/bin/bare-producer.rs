@@ -10,7 +10,7 @@
 //!   clients that each wait for a 202. That is the most any gateway answering after the
 //!   broker's ack can reach with C clients on this broker (P1/P3's bound at C connections).
 
-use bench_baselines::generated_record;
+use bench_baselines::{generated_record, percentiles};
 use clap::Parser;
 use rdkafka::config::ClientConfig;
 use rdkafka::error::KafkaError;
@@ -219,7 +219,6 @@ fn closed_loop(
     let start = Instant::now();
     let end = start + duration;
     let mut sent = 0u64;
-    let mut peak = 0u64;
     while Instant::now() < end {
         while sent - counter.done() < in_flight {
             let record = &records[(sent % records.len() as u64) as usize];
@@ -228,7 +227,6 @@ fn closed_loop(
             send(producer, topic, record, sent_ns.max(1))?;
             sent += 1;
         }
-        peak = peak.max(sent - counter.done());
         producer.poll(Duration::from_millis(1));
     }
     let seconds = start.elapsed().as_secs_f64();
@@ -241,20 +239,14 @@ fn closed_loop(
     if failed > 0 {
         return Err(format!("{failed} delivery reports failed").into());
     }
-    latencies.sort_unstable();
-    let ms = |us: u32| f64::from(us) / 1000.0;
-    let mean_ms = latencies.iter().map(|&us| ms(us)).sum::<f64>() / latencies.len().max(1) as f64;
-    let p99_ms = latencies
-        .get((latencies.len() * 99 / 100).min(latencies.len().saturating_sub(1)))
-        .map_or(0.0, |&us| ms(us));
+    let ack = percentiles(&mut latencies);
     Ok(serde_json::json!({
         "events": ok,
         "failed": failed,
         "seconds": seconds,
         "events_per_sec": ok as f64 / seconds,
         "in_flight": in_flight,
-        "in_flight_peak": peak,
-        "ack_latency_mean_ms": mean_ms,
-        "ack_latency_p99_ms": p99_ms,
+        "ack_latency_mean_ms": ack["mean_ms"],
+        "ack_latency_p99_ms": ack["p99_ms"],
     }))
 }

@@ -14,6 +14,7 @@
 //! requests started more than 10 ms after their scheduled time (the generator itself could
 //! not keep up), and a per-second timeline of the accepted answers (count, p99, max).
 
+use bench_baselines::percentiles;
 use bytes::Bytes;
 use clap::Parser;
 use http_body_util::{BodyExt, Full};
@@ -62,20 +63,6 @@ struct Samples {
     errors: u64,
     missing_retry_after: u64,
     late: u64,
-}
-
-fn percentiles(v: &mut [u32]) -> serde_json::Value {
-    if v.is_empty() {
-        return serde_json::Value::Null;
-    }
-    v.sort_unstable();
-    let at =
-        |q: f64| v[((v.len() as f64 * q).ceil() as usize).clamp(1, v.len()) - 1] as f64 / 1000.0;
-    let mean = v.iter().map(|&x| x as f64).sum::<f64>() / v.len() as f64 / 1000.0;
-    serde_json::json!({
-        "p50_ms": at(0.50), "p90_ms": at(0.90), "p99_ms": at(0.99), "max_ms": at(1.0),
-        "mean_ms": mean, "n": v.len(),
-    })
 }
 
 #[tokio::main]
