@@ -211,6 +211,14 @@ def p5_summary(config):
     p99_full = [full[r["rep"]]["r"]["accepted_latency"]["p99_ms"] for r in over if r["rep"] in full]
     over_vs_full = [r["r"]["accepted_latency"]["p99_ms"] / full[r["rep"]]["r"]["accepted_latency"]["p99_ms"]
                     for r in over if r["rep"] in full]
+    # the machine's share: 100 % through the limiter-free gateway while the other 2x of the
+    # offered requests go to bare axum at the same time (only the configuration that runs it)
+    bound = {r["rep"]: r for r in get("P5", "bound") if r.get("config", "peak") == config}
+    p99_bound = [bound[r["rep"]]["r"]["accepted_latency"]["p99_ms"] for r in over if r["rep"] in bound]
+    bound_vs_half = [bound[o["rep"]]["r"]["accepted_latency"]["p99_ms"] / h["r"]["accepted_latency"]["p99_ms"]
+                     for o, h in zip(over, half) if o["rep"] in bound]
+    bound_busy = [b["cpu"]["machine"] / b["r"]["seconds"] for b in bound.values()]
+    bound_axum_sent = [b["axum"]["sent_per_sec"] for b in bound.values()]
     cpu_over = {}
     for r in over:
         if r["r"]["accepted"]:
@@ -238,6 +246,11 @@ def p5_summary(config):
         "full_load_ratio_vs_half": (statistics.median(p99_full) / statistics.median(p99_half)) if p99_full else None,
         "full_load_accepted_share": statistics.median(f["r"]["accepted"] / f["r"]["requests"] for f in full.values())
         if full else None,
+        "p99_bound_ms": spread(p99_bound) if p99_bound else None,
+        "p99_bound_ratio": statistics.median(bound_vs_half) if bound_vs_half else None,
+        "p99_bound_ratio_reps": spread(bound_vs_half) if bound_vs_half else None,
+        "bound_machine_busy_cores": spread(bound_busy) if bound_busy else None,
+        "bound_axum_sent_per_sec": spread(bound_axum_sent) if bound_axum_sent else None,
         "latency_at_half_load_ms": lat,
         "cpu_s_per_1000_accepted_overload": {k: statistics.median(v) for k, v in cpu_over.items()},
         "overload_timeline": timeline_summary(over),
@@ -540,6 +553,15 @@ if p5.get("ours") is not None:
                 f"{cfg['p99_overload_vs_full_load']['min']:.2f} / {cfg['p99_overload_vs_full_load']['median']:.2f} / "
                 f"{cfg['p99_overload_vs_full_load']['max']:.2f})"
                 for name, cfg in p5_configs if cfg and cfg.get("p99_overload_vs_full_load")],
+              *[f"- the machine's share of the overload ({name}): the same 100 % of the capacity through the "
+                f"limiter-free gateway while a second generator sends the other "
+                f"{f(cfg['bound_axum_sent_per_sec']['median'])} requests/s of the 3× to bare axum (every refusal "
+                f"answered at the cost of the cheapest HTTP answer on this stack, no limiter burst): p99 of accepted "
+                f"{cfg['p99_bound_ms']['median']:.1f} ms = **{cfg['p99_bound_ratio']:.2f}×** the 50 % p99 (per repetition "
+                f"{cfg['p99_bound_ratio_reps']['min']:.2f} / {cfg['p99_bound_ratio_reps']['median']:.2f} / "
+                f"{cfg['p99_bound_ratio_reps']['max']:.2f}); machine {cfg['bound_machine_busy_cores']['median']:.2f} of "
+                f"{NCPU} cores busy. Ours at 3×: {cfg['p99_ratio']:.2f}×"
+                for name, cfg in p5_configs if cfg and cfg.get("p99_bound_ratio")],
               *[f"- machine busy during the 3× runs ({name}): {cfg['machine_busy_cores_overload']['median']:.2f} of "
                 f"{NCPU} cores (median; min {cfg['machine_busy_cores_overload']['min']:.2f}, max "
                 f"{cfg['machine_busy_cores_overload']['max']:.2f}), generator included"

@@ -27,9 +27,11 @@ P2_CONNS=32
 if [ "$QUICK" = 1 ]; then
   DUR=3s; WARM=1s; P2_EVENTS=100000; P4_EVENTS=20000
   P5_SEARCH=3; P5_HALF=3; P5_OVER=3; P5_REPS=1; P5_SETTLE=2; P6_OVER=3; P6_EVENTS=50000
+  P3X_REPS=1   # keeps --quick under 3 minutes with P5's bound run
 else
   DUR=10s; WARM=5s; P2_EVENTS=300000; P4_EVENTS=200000; REPS=${BENCH_REPS:-5}
   P5_SEARCH=10; P5_HALF=15; P5_OVER=20; P5_REPS=3; P5_SETTLE=6; P6_OVER=30; P6_EVENTS=1000000
+  P3X_REPS=$REPS
 fi
 
 LIB_TAG=bench
@@ -252,8 +254,8 @@ done
 # connections ÷ latency, so at 256 connections P3 can be bound by the broker's ack latency
 # rather than by work; with enough requests in flight the wait is covered (row P3x).
 P3X_CONNS=$((CONNS * 4))
-for rep in $(seq 1 "$REPS"); do
-  say "P3 at $P3X_CONNS connections, repetition $rep/$REPS ($DUR each)"
+for rep in $(seq 1 "$P3X_REPS"); do
+  say "P3 at $P3X_CONNS connections, repetition $rep/$P3X_REPS ($DUR each)"
   r=$(OHA_CONNS=$P3X_CONNS oha_run gw4 "$SINGLE_GW" "$RUN/single.json" application/json "$DUR")
   record "{\"measure\":\"P3x\",\"side\":\"ours\",\"rep\":$rep,\"r\":$r}"
   r=$(inflight_producer "$P3X_CONNS")
@@ -380,7 +382,7 @@ say "P5: sustainable rate S = $S events/s"
 # (RATE_MAX=CAP, RATE_MIN=CAP/10); REPS x (50 %, 100 %, then 3x CAP offered). Leaves the
 # gateway running (LIM_PID, LIM_PORT).
 p5_config() {
-  local name=$1 cap=$2 rep half over r c0 c1 t0 t1 k0 k1 m0 m1 lag_stop rec
+  local name=$1 cap=$2 bound=${3:-} rep half over r c0 c1 t0 t1 k0 k1 m0 m1 lag_stop rec
   LIM_PORT=$(free_port)
   start_gateway "gateway-limited-$name" "$LIM_PORT" KAFKA_TOPIC=bench-p5 KAFKA_GROUP_ID="$P5_GROUP" \
     RATE_MAX="$cap" RATE_MIN="$((cap / 10))" SHED_BELOW=WARN LAG_INTERVAL_MS=5000
@@ -402,6 +404,25 @@ p5_config() {
     record "{\"measure\":\"P5\",\"side\":\"full\",\"config\":\"$name\",\"rep\":$rep,\"S\":$cap,\"peak\":$S,\"r\":$r}"
     wait_lag_below 1000 120 >/dev/null || die "consumer did not catch up after the 100 % run"
     sleep "$P5_SETTLE"
+    if [ -n "$bound" ]; then
+      # The machine's share of the overload: the same 100 % through the limiter-free gateway
+      # while the other 2x of the offered requests go, at the same time and from a second
+      # generator, to bare axum: every refusal answered at the cost of the cheapest HTTP
+      # answer on this stack, and no limiter burst. What is left above the 100 % p99 is
+      # what a 3x offered load costs these two cores whatever the gateway does.
+      wait_lag_below 1000 120 >/dev/null || die "consumer did not catch up before the bound run"
+      sleep "$P5_SETTLE"
+      say "P5 [$name, RATE_MAX=$cap] repetition $rep/$P5_REPS: bound: 100 % ($cap/s) + $((over - cap))/s to bare axum, ${P5_OVER}s"
+      m0=$(machine_busy_s)
+      loadgen --url "http://127.0.0.1:$BOUND_AXUM_PORT/api/logs" --body "$RUN/single.json" --rate "$((over - cap))" --concurrency 1024 --duration "$P5_OVER" >"$RUN/p5-bound-axum.json" &
+      local axum_gen=$!
+      r=$(loadgen --url "http://127.0.0.1:$PROBE_PORT/api/logs" "${SINGLE_BODIES[@]}" --rate "$cap" --concurrency 1024 --duration "$P5_OVER")
+      wait "$axum_gen" || die "the bound run's second generator failed"
+      m1=$(machine_busy_s)
+      record "{\"measure\":\"P5\",\"side\":\"bound\",\"config\":\"$name\",\"rep\":$rep,\"S\":$cap,\"peak\":$S,\"r\":$r,\"axum\":$(cat "$RUN/p5-bound-axum.json"),\"cpu\":{\"machine\":$(fsub "$m1" "$m0")}}"
+      wait_lag_below 1000 120 >/dev/null || die "consumer did not catch up after the bound run"
+      sleep "$P5_SETTLE"
+    fi
     say "P5 [$name, RATE_MAX=$cap] repetition $rep/$P5_REPS: 3x overload ($over/s offered, ${P5_OVER}s)"
     c0=$(cpu_s "$LIM_PID"); t0=$(cpu_s "$TANSU_PID"); k0=$(cpu_s "$P5_CONS_PID"); m0=$(machine_busy_s)
     r=$(loadgen --url "http://127.0.0.1:$LIM_PORT/api/logs" "${SINGLE_BODIES[@]}" --rate "$over" --concurrency 1024 --duration "$P5_OVER")
@@ -414,9 +435,13 @@ p5_config() {
 # "headroom": capacity set to half the peak, so that 3x of it (1.5x the peak) can actually be
 # offered from this machine; "peak": capacity = the searched peak (3x of it cannot be offered
 # by a generator sharing these two cores: the report shows what was reached).
+BOUND_AXUM_PORT=$(free_port)
+ADDR=127.0.0.1:$BOUND_AXUM_PORT "$BIN/bare-axum" >"$RUN/bare-axum-p5.log" 2>&1 &
+BOUND_AXUM_PID=$!; PIDS+=("$BOUND_AXUM_PID")
+wait_http_post "http://127.0.0.1:$BOUND_AXUM_PORT/api/logs" || die "bare-axum (P5 bound) not answering"
 # shellcheck disable=SC2017 # rounding down to a multiple of 100 on purpose
-p5_config headroom "$(( S / 200 * 100 ))"
-kill "$LIM_PID" 2>/dev/null || true
+p5_config headroom "$(( S / 200 * 100 ))" bound
+kill "$LIM_PID" "$BOUND_AXUM_PID" 2>/dev/null || true
 p5_config peak "$S"
 
 say "P6: gateway RSS under 10x overload ($((S * 10)) events/s offered as 100-event batches, ${P6_OVER}s)"
