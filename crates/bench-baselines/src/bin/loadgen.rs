@@ -13,6 +13,8 @@
 //! actual send, which leaves out the generator's own queueing), 429s that lacked `Retry-After`, and how many
 //! requests started more than 10 ms after their scheduled time (the generator itself could
 //! not keep up), and a per-second timeline of the accepted answers (count, p99, max).
+//! With `--side-url`, a share of the requests goes to a second server from the same workers
+//! (counted under `side`, left out of the latency figures).
 
 use bench_baselines::percentiles;
 use bytes::Bytes;
@@ -49,6 +51,35 @@ struct Args {
     /// Per-request timeout in seconds.
     #[arg(long, default_value_t = 30.0)]
     timeout: f64,
+    /// A second target sharing the offered rate: of every `1 + --side-share` requests, one
+    /// goes to `--url` and the rest here (each worker keeps a connection to both). Only the
+    /// `--url` answers make the latency figures; this one's are counted under `side`. P5's
+    /// bound run uses it to put an overload's extra requests on another server from the same
+    /// generator.
+    #[arg(long)]
+    side_url: Option<String>,
+    /// How many requests go to `--side-url` for each one to `--url`.
+    #[arg(long, default_value_t = 2)]
+    side_share: u64,
+}
+
+/// Where requests go: authority and path of a URL.
+#[derive(Clone)]
+struct Target {
+    authority: hyper::http::uri::Authority,
+    path: String,
+}
+
+impl Target {
+    fn parse(url: &str) -> Result<Target, Box<dyn std::error::Error>> {
+        let uri: hyper::Uri = url.parse()?;
+        let authority = uri.authority().ok_or("the URL has no host:port")?.clone();
+        let path = uri
+            .path_and_query()
+            .map(|p| p.as_str().to_owned())
+            .unwrap_or_else(|| "/".into());
+        Ok(Target { authority, path })
+    }
 }
 
 #[derive(Default)]
@@ -63,6 +94,8 @@ struct Samples {
     errors: u64,
     missing_retry_after: u64,
     late: u64,
+    /// Answers from `--side-url`, by status (its errors count under `errors`).
+    side_by_status: BTreeMap<u16, u64>,
 }
 
 #[tokio::main]
@@ -73,12 +106,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .iter()
         .map(|p| bytes_of(p))
         .collect::<Result<Arc<[_]>, _>>()?;
-    let uri: hyper::Uri = args.url.parse()?;
-    let authority = uri.authority().ok_or("the URL has no host:port")?.clone();
-    let path = uri
-        .path_and_query()
-        .map(|p| p.as_str().to_owned())
-        .unwrap_or_else(|| "/".into());
+    let main_target = Target::parse(&args.url)?;
+    let side_target = args.side_url.as_deref().map(Target::parse).transpose()?;
+    let every = args.side_share + 1;
     let timeout = Duration::from_secs_f64(args.timeout);
     let next = Arc::new(AtomicU64::new(0));
     let start = Instant::now() + Duration::from_millis(1000);
@@ -88,13 +118,21 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut workers = Vec::with_capacity(args.concurrency);
     for _ in 0..args.concurrency {
         let (next, bodies) = (next.clone(), bodies.clone());
-        let (authority, path, ct) = (authority.clone(), path.clone(), args.content_type.clone());
+        let (main_target, side_target, ct) = (
+            main_target.clone(),
+            side_target.clone(),
+            args.content_type.clone(),
+        );
         workers.push(tokio::spawn(async move {
             let mut s = Samples::default();
             let mut conn: Option<Conn> = None;
+            let mut side_conn: Option<Conn> = None;
             // Connect before the clock starts: a thousand connects at once can overflow the
             // listen backlog, and a dropped SYN costs a 1 s retransmit inside the window.
-            let _ = connect(&mut conn, &authority).await;
+            let _ = connect(&mut conn, &main_target.authority).await;
+            if let Some(side) = &side_target {
+                let _ = connect(&mut side_conn, &side.authority).await;
+            }
             tokio::time::sleep_until(start).await;
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
@@ -119,9 +157,26 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                     }
                 };
                 let body = bodies[i as usize % bodies.len()].clone();
+                if let Some(side) = side_target.as_ref().filter(|_| i % every != 0) {
+                    let sent = tokio::time::timeout(
+                        timeout,
+                        send(&mut side_conn, &side.authority, &side.path, &ct, body),
+                    )
+                    .await
+                    .unwrap_or(Err(()));
+                    match sent {
+                        Ok((status, _)) => *s.side_by_status.entry(status).or_default() += 1,
+                        Err(()) => {
+                            side_conn = None;
+                            s.errors += 1;
+                        }
+                    }
+                    continue;
+                }
+                let (authority, path) = (&main_target.authority, main_target.path.as_str());
                 let sent_at = Instant::now();
                 let sent =
-                    tokio::time::timeout(timeout, send(&mut conn, &authority, &path, &ct, body))
+                    tokio::time::timeout(timeout, send(&mut conn, authority, path, &ct, body))
                         .await
                         .unwrap_or(Err(()));
                 match sent {
@@ -168,6 +223,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         all.errors += s.errors;
         all.missing_retry_after += s.missing_retry_after;
         all.late += s.late;
+        for (k, v) in s.side_by_status {
+            *all.side_by_status.entry(k).or_default() += v;
+        }
     }
     // Rates over the real elapsed time (to the last answer), not the nominal duration: when
     // the generator or the server falls behind, the run stretches and the rates show it.
@@ -193,6 +251,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             "accepted_service_latency": percentiles(&mut all.accepted_service_us),
             "refused_latency": percentiles(&mut all.refused_us),
             "timeline": timeline,
+            "side": args.side_url.as_ref().map(|_| {
+                let n: u64 = all.side_by_status.values().sum();
+                serde_json::json!({
+                    "requests": n,
+                    "sent_per_sec": n as f64 / seconds,
+                    "by_status": all.side_by_status.iter().map(|(k, v)| (k.to_string(), *v)).collect::<BTreeMap<_, _>>(),
+                })
+            }),
         })
     );
     Ok(())
