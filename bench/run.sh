@@ -381,6 +381,12 @@ say "P5: sustainable rate S = $S events/s"
 # p5_config NAME CAP: a gateway with its real flow control configured for CAP events/s
 # (RATE_MAX=CAP, RATE_MIN=CAP/10); REPS x (50 %, 100 %, then 3x CAP offered). Leaves the
 # gateway running (LIM_PID, LIM_PORT).
+# catch_up WHEN: wait until the consumer has caught up (lag < 1000), then let the limited
+# gateway see the low lag (5 s interval) and refill.
+catch_up() {
+  wait_lag_below 1000 120 >/dev/null || die "consumer did not catch up $1"
+  sleep "$P5_SETTLE"
+}
 p5_config() {
   local name=$1 cap=$2 bound=${3:-} rep half over r c0 c1 t0 t1 k0 k1 m0 m1 lag_stop rec
   LIM_PORT=$(free_port)
@@ -389,36 +395,30 @@ p5_config() {
   LIM_PID=$STARTED
   half=$((cap / 2)); over=$((cap * 3))
   for rep in $(seq 1 "$P5_REPS"); do
-    wait_lag_below 1000 120 >/dev/null || die "consumer did not catch up before P5 repetition $rep"
-    sleep "$P5_SETTLE"   # let the limiter see the low lag (5 s interval) and refill
+    catch_up "before P5 repetition $rep"
     say "P5 [$name, RATE_MAX=$cap] repetition $rep/$P5_REPS: 50 % load ($half/s, ${P5_HALF}s)"
     r=$(loadgen --url "http://127.0.0.1:$LIM_PORT/api/logs" "${SINGLE_BODIES[@]}" --rate "$half" --concurrency 256 --duration "$P5_HALF")
     record "{\"measure\":\"P5\",\"side\":\"half\",\"config\":\"$name\",\"rep\":$rep,\"S\":$cap,\"peak\":$S,\"r\":$r}"
-    wait_lag_below 1000 120 >/dev/null || die "consumer did not catch up after the 50 % run"
-    sleep "$P5_SETTLE"
+    catch_up "after the 50 % run"
     # 100 % of the capacity, same connections as the overload, through the limiter-free probe
     # gateway (the limited one refuses a few percent at exactly its rate: open-loop jitter
     # against the bucket): the latency accepted requests have at that rate with no overload.
     say "P5 [$name, RATE_MAX=$cap] repetition $rep/$P5_REPS: 100 % load, no limiter ($cap/s, ${P5_HALF}s)"
     r=$(loadgen --url "http://127.0.0.1:$PROBE_PORT/api/logs" "${SINGLE_BODIES[@]}" --rate "$cap" --concurrency 1024 --duration "$P5_HALF")
     record "{\"measure\":\"P5\",\"side\":\"full\",\"config\":\"$name\",\"rep\":$rep,\"S\":$cap,\"peak\":$S,\"r\":$r}"
-    wait_lag_below 1000 120 >/dev/null || die "consumer did not catch up after the 100 % run"
-    sleep "$P5_SETTLE"
+    catch_up "after the 100 % run"
     if [ -n "$bound" ]; then
       # The machine's share of the overload: the same generator offers the same 3x, but one
       # request in three goes to the limiter-free gateway (the capacity) and the other two to
       # bare axum: every refusal answered at the cost of the cheapest HTTP answer on this
       # stack, and no limiter burst. What this adds to the 100 % p99 is what a 3x offered
       # load costs these two cores whatever the gateway does.
-      wait_lag_below 1000 120 >/dev/null || die "consumer did not catch up before the bound run"
-      sleep "$P5_SETTLE"
       say "P5 [$name, RATE_MAX=$cap] repetition $rep/$P5_REPS: bound: $over/s offered, 1 in 3 to the limiter-free gateway, 2 in 3 to bare axum, ${P5_OVER}s"
       m0=$(machine_busy_s)
       r=$(loadgen --url "http://127.0.0.1:$PROBE_PORT/api/logs" "${SINGLE_BODIES[@]}" --side-url "http://127.0.0.1:$BOUND_AXUM_PORT/api/logs" --side-share 2 --rate "$over" --concurrency 1024 --duration "$P5_OVER")
       m1=$(machine_busy_s)
       record "{\"measure\":\"P5\",\"side\":\"bound\",\"config\":\"$name\",\"rep\":$rep,\"S\":$cap,\"peak\":$S,\"r\":$r,\"cpu\":{\"machine\":$(fsub "$m1" "$m0")}}"
-      wait_lag_below 1000 120 >/dev/null || die "consumer did not catch up after the bound run"
-      sleep "$P5_SETTLE"
+      catch_up "after the bound run"
     fi
     say "P5 [$name, RATE_MAX=$cap] repetition $rep/$P5_REPS: 3x overload ($over/s offered, ${P5_OVER}s)"
     c0=$(cpu_s "$LIM_PID"); t0=$(cpu_s "$TANSU_PID"); k0=$(cpu_s "$P5_CONS_PID"); m0=$(machine_busy_s)
