@@ -191,32 +191,36 @@ def rss_profile(path, t0, t1):
 search = [r for r in rows if r.get("measure") == "P5" and r.get("side") == "search"]
 
 
+def p99(run):
+    """p99 of the accepted answers of one recorded loadgen run, in ms."""
+    return run["r"]["accepted_latency"]["p99_ms"]
+
+
 def p5_summary(config):
-    half = [r for r in get("P5", "half") if r.get("config", "peak") == config]
-    over = [r for r in get("P5", "over") if r.get("config", "peak") == config]
+    def side(name):
+        return [r for r in get("P5", name) if r.get("config", "peak") == config]
+    half, over = side("half"), side("over")
     if not half or not over:
         return None
     S = over[0]["S"]
     goodput = [r["r"]["accepted_per_sec"] for r in over]
     offered = [r["r"]["sent_per_sec"] for r in over]
-    p99_half = [r["r"]["accepted_latency"]["p99_ms"] for r in half]
-    p99_over = [r["r"]["accepted_latency"]["p99_ms"] for r in over]
+    p99_half = [p99(r) for r in half]
+    p99_over = [p99(r) for r in over]
     svc_over = [(r["r"].get("accepted_service_latency") or {}).get("p99_ms") for r in over]
     p99_ratio = [o / h for o, h in zip(p99_over, p99_half)]
     recovery = [r["recovery_s"] for r in over if r.get("recovery_s") is not None]
     lat = {k: spread([r["r"]["accepted_latency"][k] for r in half]) for k in ("p50_ms", "p90_ms", "p99_ms", "max_ms")}
     busy = [r["cpu"]["machine"] / r["r"]["seconds"] for r in over if "machine" in r.get("cpu", {})]
     # 100 % of the capacity with nothing refused (runs from before this side existed have none)
-    full = {r["rep"]: r for r in get("P5", "full") if r.get("config", "peak") == config}
-    p99_full = [full[r["rep"]]["r"]["accepted_latency"]["p99_ms"] for r in over if r["rep"] in full]
-    over_vs_full = [r["r"]["accepted_latency"]["p99_ms"] / full[r["rep"]]["r"]["accepted_latency"]["p99_ms"]
-                    for r in over if r["rep"] in full]
+    full = {r["rep"]: r for r in side("full")}
+    p99_full = [p99(full[r["rep"]]) for r in over if r["rep"] in full]
+    over_vs_full = [p99(r) / p99(full[r["rep"]]) for r in over if r["rep"] in full]
     # the machine's share: one generator offers 3x, 1 in 3 requests to the limiter-free
     # gateway and 2 in 3 to bare axum (only the configuration that runs it)
-    bound = {r["rep"]: r for r in get("P5", "bound") if r.get("config", "peak") == config}
-    p99_bound = [bound[r["rep"]]["r"]["accepted_latency"]["p99_ms"] for r in over if r["rep"] in bound]
-    bound_vs_half = [bound[o["rep"]]["r"]["accepted_latency"]["p99_ms"] / h["r"]["accepted_latency"]["p99_ms"]
-                     for o, h in zip(over, half) if o["rep"] in bound]
+    bound = {r["rep"]: r for r in side("bound")}
+    p99_bound = [p99(bound[r["rep"]]) for r in over if r["rep"] in bound]
+    bound_vs_half = [p99(bound[o["rep"]]) / p99(h) for o, h in zip(over, half) if o["rep"] in bound]
     bound_busy = [b["cpu"]["machine"] / b["r"]["seconds"] for b in bound.values()]
     bound_axum_sent = [b["r"]["side"]["sent_per_sec"] for b in bound.values() if b["r"].get("side")]
     cpu_over = {}
@@ -555,7 +559,8 @@ if p5.get("ours") is not None:
                 for name, cfg in p5_configs if cfg and cfg.get("p99_overload_vs_full_load")],
               *[f"- the machine's share of the overload ({name}): the same 100 % of the capacity through the "
                 f"limiter-free gateway while the same generator sends the other "
-                f"{f(cfg['bound_axum_sent_per_sec']['median'])} requests/s of the 3× to bare axum (every refusal "
+                + (f"{f(cfg['bound_axum_sent_per_sec']['median'])} requests/s" if cfg["bound_axum_sent_per_sec"]
+                   else "2 in 3 requests") + " of the 3× to bare axum (every refusal "
                 f"answered at the cost of the cheapest HTTP answer on this stack, no limiter burst): p99 of accepted "
                 f"{cfg['p99_bound_ms']['median']:.1f} ms = **{cfg['p99_bound_ratio']:.2f}×** the 50 % p99 (per repetition "
                 f"{cfg['p99_bound_ratio_reps']['min']:.2f} / {cfg['p99_bound_ratio_reps']['median']:.2f} / "
