@@ -223,6 +223,7 @@ def p5_summary(config):
     bound_vs_half = [p99(bound[o["rep"]]) / p99(h) for o, h in zip(over, half) if o["rep"] in bound]
     bound_busy = [b["cpu"]["machine"] / b["r"]["seconds"] for b in bound.values()]
     bound_axum_sent = [b["r"]["side"]["sent_per_sec"] for b in bound.values() if b["r"].get("side")]
+    bound_goodput = [b["r"]["accepted_per_sec"] for b in bound.values()]
     cpu_over = {}
     for r in over:
         if r["r"]["accepted"]:
@@ -255,6 +256,8 @@ def p5_summary(config):
         "p99_bound_ratio_reps": spread(bound_vs_half) if bound_vs_half else None,
         "bound_machine_busy_cores": spread(bound_busy) if bound_busy else None,
         "bound_axum_sent_per_sec": spread(bound_axum_sent) if bound_axum_sent else None,
+        "bound_goodput_ratio": statistics.median(bound_goodput) / S if bound_goodput else None,
+        "bound_goodput_ratio_reps": spread([g / S for g in bound_goodput]) if bound_goodput else None,
         "latency_at_half_load_ms": lat,
         "cpu_s_per_1000_accepted_overload": {k: statistics.median(v) for k, v in cpu_over.items()},
         "overload_timeline": timeline_summary(over),
@@ -370,7 +373,9 @@ def p5_rows(x, label):
     S = x["capacity"]
     svc = x.get("p99_accepted_overload_service_ms")
     out = [f"| **P5 {label}** goodput with 3× the capacity offered ÷ capacity | capacity RATE_MAX = {f(S)} events/s; "
-           f"offered {f(x['offered_per_sec']['median'])}/s = {x['offered_multiple']:.1f}× | {f(S)} | {f(x['ours'])} | "
+           f"offered {f(x['offered_per_sec']['median'])}/s = {x['offered_multiple']:.1f}×"
+           + (f"; bound run (excess to bare axum): {x['bound_goodput_ratio']:.3f}" if x.get("bound_goodput_ratio") else "")
+           + f" | {f(S)} | {f(x['ours'])} | "
            f"**{x['ratio']:.3f}**{ok(x['ratio'] >= 0.9)} | "
            f"{gr['min'] / S:.3f} / {gr['median'] / S:.3f} / {gr['max'] / S:.3f} | | "
            f"{f(gr['min'])} / {f(gr['median'])} / {f(gr['max'])} | ≥ 0.9 |",
@@ -566,13 +571,18 @@ if p5.get("ours") is not None:
                 f"{cfg['p99_bound_ratio_reps']['min']:.2f} / {cfg['p99_bound_ratio_reps']['median']:.2f} / "
                 f"{cfg['p99_bound_ratio_reps']['max']:.2f}); machine {cfg['bound_machine_busy_cores']['median']:.2f} of "
                 f"{NCPU} cores busy. Ours at 3×: {cfg['p99_ratio']:.2f}×"
+                + (f". Goodput there: **{cfg['bound_goodput_ratio']:.3f}** of the capacity (per repetition "
+                   f"{cfg['bound_goodput_ratio_reps']['min']:.3f} / {cfg['bound_goodput_ratio_reps']['median']:.3f} / "
+                   f"{cfg['bound_goodput_ratio_reps']['max']:.3f}); ours {cfg['ratio']:.3f}"
+                   if cfg.get("bound_goodput_ratio") is not None else "")
                 for name, cfg in p5_configs if cfg and cfg.get("p99_bound_ratio")],
               *[f"- machine busy during the 3× runs ({name}): {cfg['machine_busy_cores_overload']['median']:.2f} of "
                 f"{NCPU} cores (median; min {cfg['machine_busy_cores_overload']['min']:.2f}, max "
                 f"{cfg['machine_busy_cores_overload']['max']:.2f}), generator included"
                 for name, cfg in p5_configs if cfg and cfg.get("machine_busy_cores_overload")],
-              "- goodput counts every 202 over the run's real elapsed time; the token bucket starts full (by default "
-              "200 ms of the capacity, `RATE_BURST_MS`), so a short run can exceed the capacity by that much.",
+              "- goodput counts every 202 over the run's real elapsed time; the token buckets start full (by default "
+              "200 ms of each pool's rate, `RATE_BURST_MS`, at most 200 events per pool, `RATE_BURST_MAX_EVENTS`), so "
+              "a short run can exceed the capacity by that much.",
               "- why two configurations: at the peak the pipeline alone keeps both cores busy, so a load generator on the "
               "same machine cannot offer 3× of it (the row shows the multiple it reached; requests it could not send on "
               "time count as latency from their scheduled time). With the capacity set to half the peak, 3× of it is "

@@ -101,7 +101,7 @@ phase "promtool check config prometheus/prometheus.docker.yml" \
 phase "promtool check rules prometheus/alerts.yml" promtool check rules prometheus/alerts.yml
 phase "promtool test rules prometheus/alerts.test.yml" promtool test rules prometheus/alerts.test.yml
 
-scripts=(setup.sh load-test.sh scripts/lib.sh scripts/tansu.sh bench/run.sh .ci/run integration-tests/*.sh)
+scripts=(setup.sh load-test.sh scripts/lib.sh scripts/tansu.sh bench/*.sh .ci/run integration-tests/*.sh)
 phase "shellcheck ${scripts[*]}" shellcheck -x "${scripts[@]}"
 phase "integration-tests/check-compose.py" python3 integration-tests/check-compose.py
 # The compose file must also pass Compose's own schema, which needs no Docker engine.

@@ -59,8 +59,8 @@ pub struct BudgetConfig {
     pub policy: RatePolicy,
     pub shed_below: Severity,
     pub reserved_share: f64,
-    /// Bucket size in seconds of the rate (see `flow_control::burst_for`).
-    pub burst_secs: f64,
+    /// Bucket size per pool (see `flow_control::Burst`).
+    pub burst: flow_control::Burst,
     /// Retry-After for shed low-severity events (one lag interval).
     pub shed_retry: Duration,
 }
@@ -96,7 +96,7 @@ impl Backpressure {
                 status: LoadStatus::Healthy,
                 lag: None,
                 lag_failing: false,
-                local: PriorityBudget::new(rate, cfg.reserved_share, cfg.burst_secs, now),
+                local: PriorityBudget::new(rate, cfg.reserved_share, cfg.burst, now),
                 leased: [0.0; 2],
                 cluster_remaining: rate,
             }),
@@ -314,7 +314,7 @@ impl Backpressure {
             .lease(
                 pool,
                 pool_rate,
-                flow_control::burst_for(pool_rate, self.cfg.burst_secs),
+                self.cfg.burst.bucket(pool_rate),
                 missing,
                 extra,
             )
@@ -356,7 +356,7 @@ impl Backpressure {
             let replicas = self.replicas.load(Ordering::Relaxed).max(1);
             let mut st = self.lock();
             let rate = st.rate / replicas as f64;
-            st.local = PriorityBudget::new(rate, self.cfg.reserved_share, self.cfg.burst_secs, now);
+            st.local = PriorityBudget::new(rate, self.cfg.reserved_share, self.cfg.burst, now);
         }
     }
 
@@ -420,7 +420,7 @@ mod tests {
                 policy: RatePolicy::new(rate, rate / 10.0, 10_000, 50_000).unwrap(),
                 shed_below: Severity::Warn,
                 reserved_share: 0.1,
-                burst_secs: 0.2,
+                burst: flow_control::Burst::secs(0.2).capped(200.0),
                 shed_retry: Duration::from_secs(5),
             },
             None,
@@ -459,6 +459,18 @@ mod tests {
             "a failed read keeps the rate"
         );
         assert_eq!(b.redis_state(), "disabled");
+    }
+
+    #[tokio::test]
+    async fn the_bucket_is_capped_in_events_at_high_rates() {
+        // 1 000/s: 180 + 50 (the reserve's floor), below the 200-event cap.
+        assert!((budget(1000.0).available() - 230.0).abs() < 1.0);
+        // 6 000/s: 200 ms would be 1 080 + 120; the general pool is capped at 200.
+        let b = budget(6000.0);
+        assert!((b.available() - 320.0).abs() < 1.0, "{}", b.available());
+        // Critical lag, 600/s: 200 ms of 540/s (108) and the reserve's floor (50).
+        b.set_lag(60_000);
+        assert!((b.available() - 158.0).abs() < 1.0, "{}", b.available());
     }
 
     #[tokio::test]

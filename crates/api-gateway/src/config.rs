@@ -77,6 +77,12 @@ pub struct Config {
     #[arg(long, env = "RATE_BURST_MS", default_value_t = 200)]
     pub rate_burst_ms: u64,
 
+    /// Most events a pool's bucket holds, whatever RATE_BURST_MS gives at the current rate
+    /// (0: no cap). At the default rate the cap is not reached; at high rates it keeps an
+    /// overload's first moment from admitting thousands of events above the rate.
+    #[arg(long, env = "RATE_BURST_MAX_EVENTS", default_value_t = 200)]
+    pub rate_burst_max_events: u64,
+
     /// Share of the rate reserved for ERROR and FATAL events (0..1).
     #[arg(long, env = "RESERVED_SHARE", default_value_t = 0.1)]
     pub reserved_share: f64,

@@ -122,7 +122,8 @@ impl Application {
                 policy,
                 shed_below: cfg.shed_below,
                 reserved_share: cfg.reserved_share.clamp(0.0, 1.0),
-                burst_secs: cfg.rate_burst_ms as f64 / 1000.0,
+                burst: flow_control::Burst::secs(cfg.rate_burst_ms as f64 / 1000.0)
+                    .capped(cfg.rate_burst_max_events as f64),
                 shed_retry: lag_interval.max(Duration::from_secs(1)),
             },
             redis,

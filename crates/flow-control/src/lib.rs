@@ -14,7 +14,7 @@ pub use backoff::Backoff;
 pub use circuit_breaker::{
     BreakerConfig, BreakerState, CircuitBreaker, NotPermitted, Outcome, Transition,
 };
-pub use priority::{burst_for, Class, Pool, PriorityBudget, Rejection, MIN_BURST_EVENTS};
+pub use priority::{Burst, Class, Pool, PriorityBudget, Rejection, MIN_BURST_EVENTS};
 pub use rate_policy::{LoadStatus, PolicyError, RatePolicy};
 pub use token_bucket::{retry_after_secs, Deficit, TokenBucket};
 pub use watermark::{OffsetTracker, PartitionWatermark};

@@ -39,14 +39,15 @@ pub struct PriorityBudget {
     general: TokenBucket,
     reserved: TokenBucket,
     reserved_share: f64,
-    burst_secs: f64,
+    burst: Burst,
     rate: f64,
 }
 
 impl PriorityBudget {
     /// `rate` events/s, `reserved_share` (0..=1, clamped; NaN counts as 0) of it kept for
-    /// protected events, each pool's burst = [`burst_for`] its rate. Both pools start full.
-    pub fn new(rate: f64, reserved_share: f64, burst_secs: f64, now: Instant) -> Self {
+    /// protected events, each pool's bucket = [`Burst::bucket`] of its rate. Both pools start
+    /// full.
+    pub fn new(rate: f64, reserved_share: f64, burst: Burst, now: Instant) -> Self {
         // clamp() passes NaN through.
         let share = if reserved_share.is_nan() {
             0.0
@@ -55,10 +56,10 @@ impl PriorityBudget {
         };
         let (g, r) = split(rate, share);
         Self {
-            general: TokenBucket::new(g, burst_for(g, burst_secs), now),
-            reserved: TokenBucket::new(r, burst_for(r, burst_secs), now),
+            general: TokenBucket::new(g, burst.bucket(g), now),
+            reserved: TokenBucket::new(r, burst.bucket(r), now),
             reserved_share: share,
-            burst_secs,
+            burst,
             rate,
         }
     }
@@ -66,9 +67,8 @@ impl PriorityBudget {
     /// Changes the total rate, keeping the split and burst length.
     pub fn set_rate(&mut self, rate: f64, now: Instant) {
         let (g, r) = split(rate, self.reserved_share);
-        self.general.set_rate(g, burst_for(g, self.burst_secs), now);
-        self.reserved
-            .set_rate(r, burst_for(r, self.burst_secs), now);
+        self.general.set_rate(g, self.burst.bucket(g), now);
+        self.reserved.set_rate(r, self.burst.bucket(r), now);
         self.rate = rate;
     }
 
@@ -113,22 +113,59 @@ impl PriorityBudget {
     }
 }
 
-/// Fewest events a bucket holds when `burst_secs` of its rate would be less: a low rate
-/// (say the reserved 10 % of 100/s) still admits a handful of events at once.
+/// Fewest events a bucket holds when `secs` of its rate would be less: a low rate (say the
+/// reserved 10 % of 100/s) still admits a handful of events at once.
 pub const MIN_BURST_EVENTS: f64 = 50.0;
 
-/// The burst (bucket size) for `rate` events/s: `rate × burst_secs`, but at least
-/// `min(rate × 1 s, MIN_BURST_EVENTS)`. A short burst keeps the admitted rate close to
-/// `rate` at every time scale (an overload's first second cannot send the broker twice
-/// the rate); the floor keeps low rates usable. Negative or NaN inputs count as 0.
-pub fn burst_for(rate: f64, burst_secs: f64) -> f64 {
-    let rate = if rate.is_nan() { 0.0 } else { rate.max(0.0) };
-    let secs = if burst_secs.is_nan() {
-        0.0
-    } else {
-        burst_secs.max(0.0)
-    };
-    (rate * secs).max(rate.min(MIN_BURST_EVENTS))
+/// How large a pool's bucket is: `secs` of its rate, at most `max_events`.
+///
+/// A bucket that is full when an overload starts admits its whole size on top of the rate.
+/// When the pipeline runs close to the rate, that excess queues and drains only as fast as
+/// the headroom allows, so the time-based part keeps the admitted rate near the rate at every
+/// time scale and the cap keeps high rates from carrying a large absolute burst (at 6 000/s,
+/// 200 ms is 1 200 events).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Burst {
+    /// Seconds of the rate.
+    secs: f64,
+    /// Most events a bucket holds, whatever the rate (`f64::INFINITY`: no cap).
+    max_events: f64,
+}
+
+impl Burst {
+    /// `secs` of the rate, no cap.
+    pub fn secs(secs: f64) -> Self {
+        Self {
+            secs,
+            max_events: f64::INFINITY,
+        }
+    }
+
+    /// The same, capped at `max_events` (0, negative or NaN: no cap).
+    pub fn capped(self, max_events: f64) -> Self {
+        let max_events = if max_events.is_nan() || max_events <= 0.0 {
+            f64::INFINITY
+        } else {
+            max_events
+        };
+        Self { max_events, ..self }
+    }
+
+    /// The bucket size for `rate` events/s: `rate × secs`, but at least
+    /// `min(rate × 1 s, MIN_BURST_EVENTS)` (the floor keeps low rates usable), and never
+    /// above `max_events` (an operator's explicit cap wins over the floor). Negative or NaN
+    /// inputs count as 0.
+    pub fn bucket(&self, rate: f64) -> f64 {
+        let rate = if rate.is_nan() { 0.0 } else { rate.max(0.0) };
+        let secs = if self.secs.is_nan() {
+            0.0
+        } else {
+            self.secs.max(0.0)
+        };
+        (rate * secs)
+            .max(rate.min(MIN_BURST_EVENTS))
+            .min(self.max_events)
+    }
 }
 
 fn split(rate: f64, share: f64) -> (f64, f64) {
@@ -150,10 +187,24 @@ mod tests {
             .collect()
     }
 
+    /// Normal events admitted in the first second of 15 000/s offered (15 per millisecond).
+    fn first_second_at_15_000_per_s(b: &mut PriorityBudget, t0: Instant) -> u32 {
+        let mut admitted = 0;
+        for ms in 0..1000u64 {
+            let now = t0 + Duration::from_millis(ms);
+            for _ in 0..15 {
+                if b.try_take(1.0, Class::Normal, now).is_ok() {
+                    admitted += 1;
+                }
+            }
+        }
+        admitted
+    }
+
     #[test]
     fn splits_rate_and_burst() {
         let t0 = Instant::now();
-        let mut b = PriorityBudget::new(100.0, 0.1, 2.0, t0);
+        let mut b = PriorityBudget::new(100.0, 0.1, Burst::secs(2.0), t0);
         assert_eq!(b.rate(), 100.0);
         assert!(close(b.available(t0), 200.0), "two seconds of burst");
         assert_eq!(
@@ -168,6 +219,7 @@ mod tests {
 
     #[test]
     fn burst_is_a_share_of_the_rate_with_a_floor_for_low_rates() {
+        let burst_for = |rate, secs| Burst::secs(secs).bucket(rate);
         assert!(close(burst_for(5000.0, 0.2), 1000.0));
         assert!(close(burst_for(1000.0, 1.0), 1000.0));
         // 0.2 s of 100/s would be 20 events: the floor gives 50.
@@ -187,22 +239,40 @@ mod tests {
     }
 
     #[test]
+    fn the_cap_bounds_high_rates_only() {
+        let burst = Burst::secs(0.2).capped(200.0);
+        // The gateway's defaults (1 000/s, 10 % reserved): both pools below the cap.
+        assert!(close(burst.bucket(900.0), 180.0));
+        assert!(close(burst.bucket(100.0), MIN_BURST_EVENTS));
+        // 5 580/s: 1 116 events of 200 ms, capped at 200 (36 ms of the rate).
+        assert!(close(burst.bucket(5580.0), 200.0));
+        assert!(close(burst.bucket(1e9), 200.0));
+        // An explicit cap below the floor wins.
+        assert!(close(Burst::secs(0.2).capped(10.0).bucket(100.0), 10.0));
+        // 0, negative and NaN caps mean no cap.
+        for cap in [0.0, -5.0, f64::NAN] {
+            assert!(close(Burst::secs(0.2).capped(cap).bucket(5580.0), 1116.0));
+        }
+    }
+
+    #[test]
+    fn a_capped_burst_admits_the_rate_plus_the_cap_in_an_overloads_first_second() {
+        // 6 000/s, 10 % reserved, 200 ms capped at 200 events: 15 000/s of normal events
+        // get the general pool's rate (5 400) plus its 200 events, not plus 1 080.
+        let t0 = Instant::now();
+        let mut b = PriorityBudget::new(6000.0, 0.1, Burst::secs(0.2).capped(200.0), t0);
+        let admitted = first_second_at_15_000_per_s(&mut b, t0);
+        assert!((5_590..=5_600).contains(&admitted), "admitted {admitted}");
+    }
+
+    #[test]
     fn a_short_burst_admits_close_to_the_rate_from_the_first_moment() {
         // 5000/s, 10 % reserved: the general pool is 4500/s with 0.2 s (900) of burst, so a
         // full bucket plus one second of refill admits ~5400 normal events in an overload's
         // first second, where a one-second burst would admit 9000.
         let t0 = Instant::now();
-        let mut b = PriorityBudget::new(5000.0, 0.1, 0.2, t0);
-        let mut admitted = 0u32;
-        for ms in 0..1000u64 {
-            let now = t0 + Duration::from_millis(ms);
-            // 15 000/s offered: 15 requests per millisecond.
-            for _ in 0..15 {
-                if b.try_take(1.0, Class::Normal, now).is_ok() {
-                    admitted += 1;
-                }
-            }
-        }
+        let mut b = PriorityBudget::new(5000.0, 0.1, Burst::secs(0.2), t0);
+        let admitted = first_second_at_15_000_per_s(&mut b, t0);
         assert!((5_390..=5_400).contains(&admitted), "admitted {admitted}");
         // The reserve keeps its own short burst: 0.2 s of 500/s = 100.
         let now = t0 + Duration::from_millis(999);
@@ -213,7 +283,7 @@ mod tests {
     #[test]
     fn normal_traffic_cannot_touch_the_reserve() {
         let t0 = Instant::now();
-        let mut b = PriorityBudget::new(100.0, 0.1, 1.0, t0);
+        let mut b = PriorityBudget::new(100.0, 0.1, Burst::secs(1.0), t0);
         assert!(close(b.available(t0), 100.0));
         take_n(&mut b, 90, Class::Normal, t0);
         let rej = b.try_take(1.0, Class::Normal, t0).unwrap_err();
@@ -226,7 +296,7 @@ mod tests {
     #[test]
     fn protected_use_general_first_then_the_reserve() {
         let t0 = Instant::now();
-        let mut b = PriorityBudget::new(100.0, 0.1, 1.0, t0);
+        let mut b = PriorityBudget::new(100.0, 0.1, Burst::secs(1.0), t0);
         take_n(&mut b, 89, Class::Normal, t0);
         assert_eq!(b.try_take(1.0, Class::Protected, t0), Ok(Pool::General));
         assert!(b.try_take(1.0, Class::Normal, t0).is_err());
@@ -243,7 +313,7 @@ mod tests {
     #[test]
     fn protected_retry_after_comes_from_the_sooner_pool() {
         let t0 = Instant::now();
-        let mut b = PriorityBudget::new(100.0, 0.1, 1.0, t0);
+        let mut b = PriorityBudget::new(100.0, 0.1, Burst::secs(1.0), t0);
         // Put the general pool deep into debt: it needs 10 s to be usable again.
         b.try_take(989.0, Class::Normal, t0).unwrap();
         take_n(&mut b, 10, Class::Protected, t0);
@@ -259,7 +329,7 @@ mod tests {
     #[test]
     fn protected_keep_their_share_under_saturation() {
         let t0 = Instant::now();
-        let mut b = PriorityBudget::new(100.0, 0.1, 1.0, t0);
+        let mut b = PriorityBudget::new(100.0, 0.1, Burst::secs(1.0), t0);
         let (mut normal, mut protected) = (0u32, 0u32);
         // 10 simulated seconds, both classes asking every millisecond.
         for tick in 0..10_000u64 {
@@ -281,7 +351,7 @@ mod tests {
     #[test]
     fn set_rate_keeps_the_split_and_burst_length() {
         let t0 = Instant::now();
-        let mut b = PriorityBudget::new(1000.0, 0.1, 2.0, t0);
+        let mut b = PriorityBudget::new(1000.0, 0.1, Burst::secs(2.0), t0);
         b.set_rate(100.0, t0);
         assert_eq!(b.rate(), 100.0);
         assert!(close(b.available(t0), 200.0));
@@ -299,7 +369,7 @@ mod tests {
     #[test]
     fn refund_goes_back_to_the_pool_that_paid() {
         let t0 = Instant::now();
-        let mut b = PriorityBudget::new(10.0, 0.5, 1.0, t0);
+        let mut b = PriorityBudget::new(10.0, 0.5, Burst::secs(1.0), t0);
         take_n(&mut b, 5, Class::Normal, t0);
         let pool = b.try_take(1.0, Class::Protected, t0).unwrap();
         assert_eq!(pool, Pool::Reserved);
@@ -326,7 +396,7 @@ mod tests {
             (2.0, 0, 10),
         ];
         for (share, normal, protected) in cases {
-            let mut b = PriorityBudget::new(10.0, share, 1.0, t0);
+            let mut b = PriorityBudget::new(10.0, share, Burst::secs(1.0), t0);
             let n = (0..20)
                 .filter(|_| b.try_take(1.0, Class::Normal, t0).is_ok())
                 .count();

@@ -234,10 +234,16 @@ fn closed_loop(
     let failed = counter.failed.load(Ordering::Relaxed);
     let mut latencies = std::mem::take(&mut *counter.latencies_us.lock().expect("not poisoned"));
     // The records still in flight finish outside the window, so the next measurement
-    // does not share the broker with them.
+    // does not share the broker with them. Their reports count as much as the window's:
+    // a failure or a missing report among them fails the run too.
     wait_for_reports(producer, counter, sent, Duration::from_secs(60));
-    if failed > 0 {
-        return Err(format!("{failed} delivery reports failed").into());
+    let failed_total = counter.failed.load(Ordering::Relaxed);
+    let missing = sent.saturating_sub(counter.done());
+    if failed_total > 0 || missing > 0 {
+        return Err(format!(
+            "{failed_total} delivery reports failed ({failed} within the window), {missing} missing"
+        )
+        .into());
     }
     let ack = percentiles(&mut latencies);
     Ok(serde_json::json!({

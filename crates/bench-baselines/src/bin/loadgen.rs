@@ -158,28 +158,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 };
                 let body = bodies[i as usize % bodies.len()].clone();
                 if let Some(side) = side_target.as_ref().filter(|_| i % every != 0) {
-                    let sent = tokio::time::timeout(
-                        timeout,
-                        send(&mut side_conn, &side.authority, &side.path, &ct, body),
-                    )
-                    .await
-                    .unwrap_or(Err(()));
-                    match sent {
+                    match send_within(&mut side_conn, side, &ct, body, timeout).await {
                         Ok((status, _)) => *s.side_by_status.entry(status).or_default() += 1,
-                        Err(()) => {
-                            side_conn = None;
-                            s.errors += 1;
-                        }
+                        Err(()) => s.errors += 1,
                     }
                     continue;
                 }
-                let (authority, path) = (&main_target.authority, main_target.path.as_str());
                 let sent_at = Instant::now();
-                let sent =
-                    tokio::time::timeout(timeout, send(&mut conn, authority, path, &ct, body))
-                        .await
-                        .unwrap_or(Err(()));
-                match sent {
+                match send_within(&mut conn, &main_target, &ct, body, timeout).await {
                     Ok((status, has_retry_after)) => {
                         if status == 429 && !has_retry_after {
                             s.missing_retry_after += 1;
@@ -200,11 +186,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                             s.refused_us.push(us);
                         }
                     }
-                    Err(()) => {
-                        // Start over on a fresh connection.
-                        conn = None;
-                        s.errors += 1;
-                    }
+                    Err(()) => s.errors += 1,
                 }
             }
             s
@@ -306,6 +288,27 @@ async fn send(
     let has_retry_after = response.headers().contains_key(hyper::header::RETRY_AFTER);
     response.into_body().collect().await.map_err(|_| ())?;
     Ok((status, has_retry_after))
+}
+
+/// [`send`] within `timeout`. A failure drops the connection, so the next request starts
+/// over on a fresh one.
+async fn send_within(
+    conn: &mut Option<Conn>,
+    target: &Target,
+    content_type: &str,
+    body: Bytes,
+    timeout: Duration,
+) -> Result<(u16, bool), ()> {
+    let sent = tokio::time::timeout(
+        timeout,
+        send(conn, &target.authority, &target.path, content_type, body),
+    )
+    .await
+    .unwrap_or(Err(()));
+    if sent.is_err() {
+        *conn = None;
+    }
+    sent
 }
 
 /// Opens the worker's connection unless it has a live one.
