@@ -486,11 +486,24 @@ fn spawn_write(
     });
 }
 
+/// Delays between a failed batch's retries: 100 ms doubling, at most 1 s.
+///
+/// The breaker, not this backoff, is what keeps the load off a database that is down (open,
+/// nothing is sent for `BREAKER_OPEN_SECS`). A long per-batch backoff only hides the outage
+/// from the breaker: after a window of 100 successes it takes 50 failures to open it, and
+/// with only `DB_CONCURRENCY` batches retrying, a 10 s cap meant over a minute of a dead
+/// database before the partitions were paused. At 1 s and 4 writers it takes about 10 s.
+pub const WRITE_RETRY: Backoff = Backoff {
+    initial: Duration::from_millis(100),
+    max: Duration::from_secs(1),
+    factor: 2.0,
+};
+
 /// Writes a batch until it is durable: transient failures are retried (through the
-/// breaker) forever; a permanent failure splits the batch to isolate the bad rows, which go
+/// breaker, with `WRITE_RETRY` between attempts) forever; a permanent failure splits the batch to isolate the bad rows, which go
 /// to `dead_letters`.
 async fn write_with_retry(rows: &[Row], db: &Db, shared: &Shared, topic: &str) -> Done {
-    let backoff = Backoff::default();
+    let backoff = WRITE_RETRY;
     let mut attempt = 0u32;
     loop {
         let permitted = lock(&shared.breaker).try_acquire(Instant::now());
@@ -593,6 +606,43 @@ mod tests {
             breaker,
             paused,
         )
+    }
+
+    /// Seconds from the start of an outage (every write fails, fast) to the breaker opening,
+    /// when the window is full of successes and `writers` batches retry independently,
+    /// each waiting `retry` between its attempts.
+    fn seconds_to_open(writers: usize, retry: Backoff) -> f64 {
+        let t0 = Instant::now();
+        let mut breaker = CircuitBreaker::new(BreakerConfig::default());
+        for _ in 0..breaker.config().window_size {
+            breaker.try_acquire(t0).unwrap();
+            breaker.on_result(Outcome::Success, Duration::from_millis(10), t0);
+        }
+        // (next attempt, attempts failed so far) per writer.
+        let mut next = vec![(Duration::ZERO, 0u32); writers];
+        loop {
+            let (i, &(at, failed)) = next.iter().enumerate().min_by_key(|(_, n)| n.0).unwrap();
+            assert!(at < Duration::from_secs(3_600), "the breaker never opened");
+            let now = t0 + at;
+            breaker.try_acquire(now).unwrap();
+            breaker.on_result(Outcome::Failure, Duration::from_millis(1), now);
+            if breaker.state(now) == BreakerState::Open {
+                return at.as_secs_f64();
+            }
+            next[i] = (at + retry.delay(failed), failed + 1);
+        }
+    }
+
+    #[test]
+    fn an_outage_opens_the_breaker_within_seconds_at_the_default_concurrency() {
+        let default_writers = 4;
+        let secs = seconds_to_open(default_writers, WRITE_RETRY);
+        assert!((8.0..15.0).contains(&secs), "{secs} s");
+        // More writers, sooner.
+        assert!(seconds_to_open(16, WRITE_RETRY) < 3.0);
+        // Why the cap is 1 s: the generic 10 s backoff left a dead database to the writers
+        // for over a minute (the outage integration test gives the breaker 35 s).
+        assert!(seconds_to_open(default_writers, Backoff::default()) > 60.0);
     }
 
     #[test]

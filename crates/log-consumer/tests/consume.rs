@@ -363,6 +363,10 @@ async fn database_outage_opens_the_breaker_pauses_and_loses_nothing() {
     })
     .await;
     assert!(opened, "breaker did not open: {}", consumer.health().await);
+    eprintln!(
+        "breaker open and partitions paused {:.1} s into the outage",
+        outage_started.elapsed().as_secs_f64()
+    );
     // The Resilience4j-style gauge reports the open state while it lasts.
     let exported = test_support::wait_until(Duration::from_secs(5), || async {
         let metrics = reqwest::get(format!("{}/metrics", consumer.base))
