@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # P5's overload, side by side for several gateway configurations in one run.
-#   ./bench/p5-side-by-side.sh [--cap N] [--reps N] [--half S] [--over S] NAME=[ENV,ENV...] ...
+#   ./bench/p5-side-by-side.sh [--cap N] [--reps N] [--half S] [--over S] [--prefill GB] NAME=[ENV,ENV...] ...
 # e.g.  ./bench/p5-side-by-side.sh --cap 6200 --reps 5 capped= uncapped=RATE_BURST_MAX_EVENTS=0
 # One tansu, consumer and PostgreSQL; one limited gateway per NAME (RATE_MAX=cap,
 # RATE_MIN=cap/10, SHED_BELOW=WARN, lag every 5 s, plus that NAME's env). Every repetition
@@ -10,11 +10,14 @@
 # to .run/bench/side-<stamp>/raw.jsonl. For decisions that bench/run.sh's single limited
 # gateway cannot make: on this shared host, configurations measured minutes apart differ by
 # more than most changes do.
+# --prefill GB: after the repetitions, fill the broker (another topic, bare rdkafka producer)
+# until its sqlite data reaches GB gigabytes, then run the repetitions again, each
+# configuration named NAME@GBgb: the same pipeline, only the broker's size differs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 
-CAP=6000 REPS=5 HALF=10 OVER=20 SETTLE=6
+CAP=6000 REPS=5 HALF=10 OVER=20 SETTLE=6 PREFILL=0
 CONFIGS=()
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -22,7 +25,8 @@ while [ $# -gt 0 ]; do
     --reps) REPS=$2; shift 2 ;;
     --half) HALF=$2; shift 2 ;;
     --over) OVER=$2; shift 2 ;;
-    -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
+    --prefill) PREFILL=$2; shift 2 ;;
+    -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
     *=*) CONFIGS+=("$1"); shift ;;
     *) echo "unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
@@ -119,18 +123,31 @@ for _ in 1 2 3 4 5 6 7 8 9; do BODIES+=(--body "$RUN/single.json"); done
 BODIES+=(--body "$RUN/single-error.json")
 
 half=$((CAP / 2)); over=$((CAP * 3)); n=${#NAMES[@]}
-for rep in $(seq 1 "$REPS"); do
-  for k in $(seq 0 $((n - 1))); do
-    i=$(((k + rep - 1) % n)); name=${NAMES[$i]}; port=${PORTS[$i]}
-    for phase in half over; do
-      catch_up
-      if [ "$phase" = half ]; then rate=$half dur=$HALF conc=256; else rate=$over dur=$OVER conc=1024; fi
-      say "repetition $rep/$REPS, $name: $phase ($rate/s, ${dur}s)"
-      r=$("$BIN/loadgen" --url "http://127.0.0.1:$port/api/logs" "${BODIES[@]}" --rate "$rate" --concurrency "$conc" --duration "$dur")
-      echo "{\"config\":\"$name\",\"rep\":$rep,\"phase\":\"$phase\",\"r\":$r}" >>"$RAW"
+broker_gb() { du -cb "$TANSU_DATA"/tansu.db* 2>/dev/null | awk 'END{printf "%.2f", $1/1e9}'; }
+repetitions() { # SUFFIX: REPS rounds over every configuration, recorded as NAME$SUFFIX
+  for rep in $(seq 1 "$REPS"); do
+    for k in $(seq 0 $((n - 1))); do
+      i=$(((k + rep - 1) % n)); name=${NAMES[$i]}$1; port=${PORTS[$i]}
+      for phase in half over; do
+        catch_up
+        if [ "$phase" = half ]; then rate=$half dur=$HALF conc=256; else rate=$over dur=$OVER conc=1024; fi
+        say "repetition $rep/$REPS, $name: $phase ($rate/s, ${dur}s; broker $(broker_gb) GB)"
+        r=$("$BIN/loadgen" --url "http://127.0.0.1:$port/api/logs" "${BODIES[@]}" --rate "$rate" --concurrency "$conc" --duration "$dur")
+        echo "{\"config\":\"$name\",\"rep\":$rep,\"phase\":\"$phase\",\"broker_gb\":$(broker_gb),\"r\":$r}" >>"$RAW"
+      done
     done
   done
-done
+}
+repetitions ""
+if [ "$PREFILL" != 0 ]; then
+  scripts/tansu.sh create-topic filler --partitions 3 --port "$KPORT" 2>>"$RUN/tansu-start.log"
+  while awk -v a="$(broker_gb)" -v b="$PREFILL" 'BEGIN{exit !(a < b)}'; do
+    say "prefill: broker at $(broker_gb) GB of $PREFILL; producing 2 000 000 more records"
+    "$BIN/bare-producer" --brokers "$BROKERS" --topic filler --events 2000000 --payload-file "$RUN/single.json" >>"$RUN/prefill.log"
+  done
+  say "prefill: broker at $(broker_gb) GB"
+  repetitions "@${PREFILL}gb"
+fi
 
 python3 - "$RAW" <<'PY'
 import json, statistics, sys
