@@ -500,8 +500,8 @@ pub const WRITE_RETRY: Backoff = Backoff {
 };
 
 /// Writes a batch until it is durable: transient failures are retried (through the
-/// breaker, with `WRITE_RETRY` between attempts) forever; a permanent failure splits the batch to isolate the bad rows, which go
-/// to `dead_letters`.
+/// breaker, with `WRITE_RETRY` between attempts) forever; a permanent failure splits the
+/// batch to isolate the bad rows, which go to `dead_letters`.
 async fn write_with_retry(rows: &[Row], db: &Db, shared: &Shared, topic: &str) -> Done {
     let backoff = WRITE_RETRY;
     let mut attempt = 0u32;
