@@ -76,10 +76,7 @@ cleanup() {
   local rc=$?
   for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
   for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
-  scripts/tansu.sh stop --data "$TANSU_DATA" >/dev/null 2>&1 || true
-  # The broker's data is gigabytes after a full run (sqlite): kept only on request; the raw
-  # measurements and the logs stay in the run directory.
-  [ "${BENCH_KEEP_DATA:-0}" = 1 ] || rm -f "$TANSU_DATA"/tansu.db*
+  stop_bench_broker "$TANSU_DATA"
   if [ -n "${DB:-}" ]; then psql -h 127.0.0.1 -U postgres -qAtc "DROP DATABASE IF EXISTS $DB WITH (FORCE)" >/dev/null 2>&1 || true; fi
   # A run that stopped part-way still reports what it measured (the rest: "not measured").
   if [ "$REPORTED" = 0 ] && [ "$rc" != 0 ] && [ -s "$RAW" ]; then

@@ -283,6 +283,14 @@ stop_pidfile() {
   rm -f "$pidfile"
 }
 
+# stop_bench_broker DATA: stops a benchmark's own tansu and deletes its sqlite data, which is
+# gigabytes after a full run, unless BENCH_KEEP_DATA=1 (the raw measurements and the logs
+# stay in the run directory either way).
+stop_bench_broker() {
+  scripts/tansu.sh stop --data "$1" >/dev/null 2>&1 || true
+  [ "${BENCH_KEEP_DATA:-0}" = 1 ] || rm -f "$1"/tansu.db*
+}
+
 # Stops PostgreSQL/Redis only if a "started-*" marker in RUN_DIR says we started them.
 stop_started_services() {
   local marker

@@ -493,7 +493,7 @@ fn spawn_write(
 /// from the breaker: after a window of 100 successes it takes 50 failures to open it, and
 /// with only `DB_CONCURRENCY` batches retrying, a 10 s cap meant over a minute of a dead
 /// database before the partitions were paused. At 1 s and 4 writers it takes about 10 s.
-pub const WRITE_RETRY: Backoff = Backoff {
+const WRITE_RETRY: Backoff = Backoff {
     initial: Duration::from_millis(100),
     max: Duration::from_secs(1),
     factor: 2.0,
@@ -503,7 +503,6 @@ pub const WRITE_RETRY: Backoff = Backoff {
 /// breaker, with `WRITE_RETRY` between attempts) forever; a permanent failure splits the
 /// batch to isolate the bad rows, which go to `dead_letters`.
 async fn write_with_retry(rows: &[Row], db: &Db, shared: &Shared, topic: &str) -> Done {
-    let backoff = WRITE_RETRY;
     let mut attempt = 0u32;
     loop {
         let permitted = lock(&shared.breaker).try_acquire(Instant::now());
@@ -535,7 +534,7 @@ async fn write_with_retry(rows: &[Row], db: &Db, shared: &Shared, topic: &str) -
                 if attempt % 10 == 0 {
                     tracing::warn!(error = %e, rows = rows.len(), attempt, "batch write failed; retrying");
                 }
-                tokio::time::sleep(backoff.delay(attempt)).await;
+                tokio::time::sleep(WRITE_RETRY.delay(attempt)).await;
                 attempt = attempt.saturating_add(1);
             }
             Err(DbError::Permanent(e)) => {
