@@ -23,7 +23,10 @@ duration = min(a.duration, 600)
 path = "/api/logs" if a.batch == 1 else "/api/logs/batch"
 interval = a.batch / a.rate
 lock = threading.Lock()
-stats = {"statuses": {}, "accepted": 0, "retry_after_429": 0, "no_retry_after_429": 0}
+# reasons_429: the "error" of each 429's body; max_late_ms: how far behind its schedule the
+# latest request went out (a stall makes the next requests go out back to back).
+stats = {"statuses": {}, "accepted": 0, "retry_after_429": 0, "no_retry_after_429": 0,
+         "reasons_429": {}, "max_late_ms": 0.0}
 latencies, accepted_ids = [], []
 start = time.monotonic()
 next_slot = [start]
@@ -56,16 +59,22 @@ def worker():
                 status = r.status
         except urllib.error.HTTPError as e:
             status, retry_after = e.code, e.headers.get("Retry-After")
+            try:
+                reason = json.loads(e.read()).get("error", "?")
+            except Exception:
+                reason = "?"
         except Exception:
             status = "error"
         took = time.monotonic() - t0
         with lock:
+            stats["max_late_ms"] = max(stats["max_late_ms"], round(-delay * 1000, 1))
             stats["statuses"][str(status)] = stats["statuses"].get(str(status), 0) + 1
             latencies.append(took)
             if status == 202:
                 stats["accepted"] += len(evs)
                 accepted_ids.extend(e["eventId"] for e in evs)
             elif status == 429:
+                stats["reasons_429"][reason] = stats["reasons_429"].get(reason, 0) + 1
                 stats["retry_after_429" if retry_after and int(retry_after) >= 1 else "no_retry_after_429"] += 1
 
 
