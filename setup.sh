@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Brings the whole pipeline up natively (no Docker): PostgreSQL, Redis, a tansu broker,
+# Brings the whole pipeline up natively (no Docker): PostgreSQL, Redis, an Apache Kafka node,
 # api-gateway, log-consumer and Prometheus, installing what is missing. Idempotent; `stop`
 # stops exactly what `up` started (pid files and markers under .run/).
 set -euo pipefail
@@ -13,8 +13,8 @@ usage: ./setup.sh [up|stop|status|--docker|-h]
   status    say what runs where
   --docker  docker compose up -d --build (needs a running Docker engine)
 
-env overrides: GATEWAY_PORT (8080), CONSUMER_PORT (8081), KAFKA_PORT (9092),
-  TANSU_METRICS_PORT (9644), PROMETHEUS_PORT (9090), DATABASE_URL, REDIS_URL,
+env overrides: GATEWAY_PORT (8080), CONSUMER_PORT (8081), KAFKA_PORT (9092, used when
+  .run/kafka is first formatted), PROMETHEUS_PORT (9090), DATABASE_URL, REDIS_URL,
   LOG_FORMAT (text), RUST_LOG (info), SETUP_SERVICES ("api-gateway log-consumer").
   Prometheus scrapes the ports in prometheus.yml; with other ports a copy with them is used.
 USAGE
@@ -30,7 +30,6 @@ RUN_DIR="$ROOT/.run"
 GATEWAY_PORT=${GATEWAY_PORT:-8080}
 CONSUMER_PORT=${CONSUMER_PORT:-8081}
 KAFKA_PORT=${KAFKA_PORT:-9092}
-TANSU_METRICS_PORT=${TANSU_METRICS_PORT:-9644}
 PROMETHEUS_PORT=${PROMETHEUS_PORT:-9090}
 DATABASE_URL=${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/logs}
 REDIS_URL=${REDIS_URL-redis://127.0.0.1:6379}
@@ -39,13 +38,15 @@ TOPIC=log-events
 DLQ_TOPIC=log-events.dlq
 GROUP=log-consumer-group
 
-tansu_sh() { "$ROOT/scripts/tansu.sh" "$@" --port "$KAFKA_PORT" --metrics-port "$TANSU_METRICS_PORT" --data "$RUN_DIR/tansu"; }
+KAFKA_DATA="$RUN_DIR/kafka"
+kafka_sh() { "$ROOT/scripts/kafka.sh" "$@" --data "$KAFKA_DATA"; }
+kafka_version() { sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' "$ROOT/scripts/kafka/pom.xml"; }
 
 service_port() { case "$1" in api-gateway) echo "$GATEWAY_PORT" ;; log-consumer) echo "$CONSUMER_PORT" ;; esac; }
 
 # Env of each service, names as the binaries read them (clap `env = ...`).
 service_env() {
-  local common=(KAFKA_BROKERS="127.0.0.1:$KAFKA_PORT" KAFKA_TOPIC="$TOPIC" KAFKA_GROUP_ID="$GROUP"
+  local common=(KAFKA_BROKERS="$KAFKA_BROKERS" KAFKA_TOPIC="$TOPIC" KAFKA_GROUP_ID="$GROUP"
     LOG_FORMAT="${LOG_FORMAT:-text}" RUST_LOG="${RUST_LOG:-info}")
   case "$1" in
     api-gateway) echo "${common[@]}" GATEWAY_ADDR="127.0.0.1:$GATEWAY_PORT" REDIS_URL="$REDIS_URL" ;;
@@ -120,11 +121,15 @@ cmd_up() {
   step "Prometheus binaries"
   ensure_prometheus
 
-  step "tansu broker on 127.0.0.1:$KAFKA_PORT (data $RUN_DIR/tansu)"
-  tansu_sh install
-  tansu_sh start
-  tansu_sh create-topic "$TOPIC" --partitions 3
-  tansu_sh create-topic "$DLQ_TOPIC" --partitions 3
+  step "Apache Kafka $(kafka_version) (one KRaft node, data $KAFKA_DATA)"
+  kafka_sh install
+  if [ -f "$KAFKA_DATA/cluster.env" ]; then
+    KAFKA_BROKERS=$(kafka_sh start | tail -n 1)
+  else
+    KAFKA_BROKERS=$(kafka_sh start --port "$KAFKA_PORT" | tail -n 1)
+  fi
+  kafka_sh create-topic "$TOPIC" --partitions 3
+  kafka_sh create-topic "$DLQ_TOPIC" --partitions 3
 
   local bins=()
   for name in $SETUP_SERVICES; do bins+=(--bin "$name"); done
@@ -147,7 +152,7 @@ cmd_up() {
 
   api-gateway   http://127.0.0.1:$GATEWAY_PORT   (health /api/logs/health, /metrics, /openapi.json)  log $RUN_DIR/api-gateway.log
   log-consumer  http://127.0.0.1:$CONSUMER_PORT   (/health, /metrics)                                  log $RUN_DIR/log-consumer.log
-  tansu         127.0.0.1:$KAFKA_PORT   topics $TOPIC, $DLQ_TOPIC (3 partitions each)      log $RUN_DIR/tansu/tansu.log
+  Kafka         $KAFKA_BROKERS   Apache Kafka $(kafka_version), topics $TOPIC, $DLQ_TOPIC (3 partitions each)   log $KAFKA_DATA/node-1/server.log
   PostgreSQL    $DATABASE_URL   (table log_events)
   Redis         ${REDIS_URL:-disabled}
   Prometheus    http://127.0.0.1:$PROMETHEUS_PORT  (alerts: /alerts)                                 log $RUN_DIR/prometheus.log
@@ -167,7 +172,7 @@ cmd_stop() {
   stop_pidfile "$RUN_DIR/prometheus.pid" "Prometheus"
   stop_pidfile "$RUN_DIR/api-gateway.pid" "api-gateway"
   stop_pidfile "$RUN_DIR/log-consumer.pid" "log-consumer"
-  if [ -f "$RUN_DIR/tansu/tansu.pid" ]; then tansu_sh stop; fi
+  if [ -f "$KAFKA_DATA/cluster.env" ]; then kafka_sh stop; fi
   stop_started_services
   log "stopped (data kept in $RUN_DIR; rm -rf $RUN_DIR to forget it)"
 }
@@ -190,7 +195,11 @@ cmd_status() {
       printf '%-13s stopped\n' "$name"
     fi
   done
-  printf '%-13s %s\n' tansu "$(tansu_sh status 2>/dev/null || true)"
+  if [ -f "$KAFKA_DATA/cluster.env" ]; then
+    printf '%-13s %s\n' kafka "$(kafka_sh status 2>/dev/null | paste -sd ';' - | sed 's/;/; /g' || true)"
+  else
+    printf '%-13s not set up (Apache Kafka %s; ./setup.sh starts it)\n' kafka "$(kafka_version)"
+  fi
   local who
   who=$([ -f "$RUN_DIR/started-postgres" ] && echo "started by setup.sh" || echo "not ours")
   if pg_answers; then printf '%-13s answers on %s:%s (%s)\n' postgresql "$PG_HOST" "$PG_PORT" "$who"

@@ -2,16 +2,16 @@
 # P5's overload, side by side for several gateway configurations in one run.
 #   ./bench/p5-side-by-side.sh [--cap N] [--reps N] [--half S] [--over S] [--prefill GB] NAME=[ENV,ENV...] ...
 # e.g.  ./bench/p5-side-by-side.sh --cap 6200 --reps 5 capped= uncapped=RATE_BURST_MAX_EVENTS=0
-# One tansu, consumer and PostgreSQL; one limited gateway per NAME (RATE_MAX=cap,
-# RATE_MIN=cap/10, SHED_BELOW=WARN, lag every 5 s, plus that NAME's env). Every repetition
-# gives each configuration, in a rotated order, 50 % of the cap for --half seconds, then 3x
-# for --over seconds, each after the consumer has caught up. Prints every run's accepted p99
-# and the p99 ratio (3x / 50 %) per configuration, with the median; raw loadgen output goes
-# to .run/bench/side-<stamp>/raw.jsonl. For decisions that bench/run.sh's single limited
-# gateway cannot make: on this shared host, configurations measured minutes apart differ by
-# more than most changes do.
+# One Apache Kafka node (scripts/kafka.sh), consumer and PostgreSQL; one limited gateway per
+# NAME (RATE_MAX=cap, RATE_MIN=cap/10, SHED_BELOW=WARN, lag every 5 s, plus that NAME's env).
+# Every repetition gives each configuration, in a rotated order, 50 % of the cap for --half
+# seconds, then 3x for --over seconds, each after the consumer has caught up. Prints every
+# run's accepted p99 and the p99 ratio (3x / 50 %) per configuration, with the median; raw
+# loadgen output goes to .run/bench/side-<stamp>/raw.jsonl. For decisions that bench/run.sh's
+# single limited gateway cannot make: on this shared host, configurations measured minutes
+# apart differ by more than most changes do.
 # --prefill GB: after the repetitions, fill the broker (another topic, bare rdkafka producer)
-# until its sqlite data reaches GB gigabytes, then run the repetitions again, each
+# until its log directory holds GB gigabytes, then run the repetitions again, each
 # configuration named NAME@GBgb: the same pipeline, only the broker's size differs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -47,13 +47,13 @@ mkdir -p "$RUN"
 RAW=$RUN/raw.jsonl
 : >"$RAW"
 PIDS=()
-TANSU_DATA=$RUN/tansu
-KPORT=$(free_port); MPORT=$(free_port); CONS_PORT=$(free_port); PROBE_PORT=$(free_port)
+KAFKA_DATA=$RUN/kafka
+CONS_PORT=$(free_port); PROBE_PORT=$(free_port)
 DB=side_$(date +%s)
 cleanup() {
   for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
   for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
-  stop_bench_broker "$TANSU_DATA"
+  stop_bench_broker "$KAFKA_DATA"
   psql -h 127.0.0.1 -U postgres -qAtc "DROP DATABASE IF EXISTS $DB WITH (FORCE)" >/dev/null 2>&1 || true
 }
 trap cleanup EXIT
@@ -61,9 +61,15 @@ trap cleanup EXIT
 say "building release binaries (no-op when up to date)"
 cargo build --release -q -p api-gateway -p log-consumer -p bench-baselines
 BIN=$ROOT/target/release
-scripts/tansu.sh start --port "$KPORT" --metrics-port "$MPORT" --data "$TANSU_DATA" 2>"$RUN/tansu-start.log"
-scripts/tansu.sh create-topic side --partitions 3 --port "$KPORT" 2>>"$RUN/tansu-start.log"
-BROKERS=127.0.0.1:$KPORT
+say "starting Apache Kafka (one node, data in $KAFKA_DATA)"
+# --owner: should this script be killed before its cleanup runs, the cluster stops and its
+# folder goes anyway (not with BENCH_KEEP_DATA=1, which keeps the folder).
+OWNER=(--owner "$$")
+[ "${BENCH_KEEP_DATA:-0}" = 1 ] && OWNER=()
+BROKERS=$(scripts/kafka.sh start --data "$KAFKA_DATA" --nodes 1 "${OWNER[@]}" 2>"$RUN/kafka-start.log" | tail -n 1) ||
+  { tail -n 20 "$RUN/kafka-start.log" >&2; say "error: scripts/kafka.sh start failed (log: $RUN/kafka-start.log)"; exit 1; }
+[ -n "$BROKERS" ] || { say "error: scripts/kafka.sh start printed no bootstrap servers"; exit 1; }
+scripts/kafka.sh create-topic side --partitions 3 --data "$KAFKA_DATA" 2>>"$RUN/kafka-start.log"
 psql -h 127.0.0.1 -U postgres -qAtc "CREATE DATABASE $DB" >/dev/null
 GROUP=side-$DB
 
@@ -120,7 +126,7 @@ for _ in 1 2 3 4 5 6 7 8 9; do BODIES+=(--body "$RUN/single.json"); done
 BODIES+=(--body "$RUN/single-error.json")
 
 half=$((CAP / 2)); over=$((CAP * 3)); n=${#NAMES[@]}
-broker_gb() { du -cb "$TANSU_DATA"/tansu.db* 2>/dev/null | awk 'END{printf "%.2f", $1/1e9}'; }
+broker_gb() { du -cb "$KAFKA_DATA"/node-*/data 2>/dev/null | awk 'END{printf "%.2f", $1/1e9}'; }
 repetitions() { # SUFFIX: REPS rounds over every configuration, recorded as NAME$SUFFIX
   for rep in $(seq 1 "$REPS"); do
     for k in $(seq 0 $((n - 1))); do
@@ -137,7 +143,7 @@ repetitions() { # SUFFIX: REPS rounds over every configuration, recorded as NAME
 }
 repetitions ""
 if [ "$PREFILL" != 0 ]; then
-  scripts/tansu.sh create-topic filler --partitions 3 --port "$KPORT" 2>>"$RUN/tansu-start.log"
+  scripts/kafka.sh create-topic filler --partitions 3 --data "$KAFKA_DATA" 2>>"$RUN/kafka-start.log"
   while awk -v a="$(broker_gb)" -v b="$PREFILL" 'BEGIN{exit !(a < b)}'; do
     say "prefill: broker at $(broker_gb) GB of $PREFILL; producing 2 000 000 more records"
     "$BIN/bare-producer" --brokers "$BROKERS" --topic filler --events 2000000 --payload-file "$RUN/single.json" >>"$RUN/prefill.log"

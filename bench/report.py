@@ -3,6 +3,7 @@
 import datetime
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -12,6 +13,23 @@ quick = quick == "1"
 rows = [json.loads(line) for line in open(raw) if line.strip()]
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NCPU = os.cpu_count() or 2
+
+
+def broker_name():
+    """The broker the run measured: what run.sh recorded, else the version scripts/kafka.sh installs."""
+    meta = next((r for r in rows if r.get("measure") == "meta"), {})
+    if meta.get("broker"):
+        return meta["broker"]
+    try:
+        m = re.search(r"<kafka\.version>\s*([^<\s]+)\s*</kafka\.version>",
+                      open(os.path.join(ROOT, "scripts/kafka/pom.xml")).read())
+    except OSError:
+        m = None
+    return f"apache-kafka {m.group(1)}" if m else "apache-kafka (version unknown)"
+
+
+BROKER = broker_name()                                        # e.g. "apache-kafka 4.1.1"
+BROKER_TEXT = BROKER.replace("apache-kafka", "Apache Kafka")  # for prose
 
 
 def sh(cmd):
@@ -66,7 +84,7 @@ DESC = {
 }
 
 MEASURES = ("P1", "P2", "P3", "P3x", "P4")
-results, table, details = {}, [], []
+results, table, details = {"broker": BROKER}, [], []  # broker first in results.json
 for m in MEASURES:
     b = [rate(m, r) for r in get(m, "baseline")]
     o = [rate(m, r) for r in get(m, "ours")]
@@ -104,9 +122,9 @@ for r in get("P4", "ours"):
         db_rates.append(x["batch_rows"] / x["batch_seconds_sum"])
 if "P4" in results and results["P4"]["ours"] is not None:
     results["P4"]["consumer_db_side_rows_per_sec_per_writer"] = spread(db_rates) if db_rates else None
-    results["P4"]["note"] = ("broker-bound: tansu 0.6.0 serves fetches slowly; the database-side rate is "
-                             "rows per second of batch-write time (sum of consumer_batch_size / sum of "
-                             "consumer_batch_duration_seconds), per writer (DB_CONCURRENCY=4 run at once)")
+    results["P4"]["note"] = ("the database-side rate is rows per second of batch-write time (sum of "
+                             "consumer_batch_size / sum of consumer_batch_duration_seconds), per writer "
+                             "(DB_CONCURRENCY=4 run at once)")
 
 p3b = get("P3", "baseline")
 if p3b and results.get("P3", {}).get("ours"):
@@ -125,6 +143,9 @@ if ceil4 and results.get("P4", {}).get("ours"):
     results["P4"]["broker_fetch_ceiling_rows_per_sec"] = spread(ceil4)
     results["P4"]["ours_vs_fetch_ceiling"] = results["P4"]["ours"] / c
     results["P4"]["fetch_ceiling_vs_copy"] = c / results["P4"]["baseline"]
+    results["P4"]["note"] = (f"ours = {results['P4']['ours_vs_fetch_ceiling']:.3f} of the fetch ceiling measured in "
+                             "this run (bare-consumer reading the same backlog, storing nothing); "
+                             + results["P4"]["note"])
     # CPU ceiling: reading a record (bare consumer run: broker + client, machine-wide) plus
     # storing a row (\copy run: psql + PostgreSQL, machine-wide), all on the same cores.
     read_s = [r["cpu"]["machine"] / r["r"]["events"] for r in get("P4", "ceiling")
@@ -345,7 +366,7 @@ lines = ["# Benchmarks", "",
          f"- date: {now}", f"- `git rev-parse HEAD`: `{head}` (+{dirty} uncommitted paths at run time)",
          f"- mode: {'--quick' if quick else 'full'}; {reps} repetitions of {dur} per side after a warm-up; oha -c {conns}",
          "- services: release build, `REDIS_URL=''`, `RATE_MAX=RATE_MIN=1000000`, `SHED_BELOW=TRACE` (limiter out of the way); "
-         "own tansu 0.6.0 (sqlite storage) on free ports; fresh PostgreSQL database", "",
+         f"own one-node {BROKER_TEXT} (KRaft, `scripts/kafka.sh`) on a free port; fresh PostgreSQL database", "",
          "## Results", "",
          "| measure | baseline | baseline events/s (median) | ours events/s (median) | ratio (of medians) | ratio per rep min / median / max | baseline min / median / max | ours min / median / max | goal |",
          "|---|---|---:|---:|---:|---|---|---|---:|"]
@@ -423,7 +444,7 @@ if p1o:
     prod = [r["produce"]["sum_s"] / r["produce"]["count"] for r in p1o
             if r.get("produce") and r["produce"]["count"] > 0]
     text = (f"- **P1 (single events, 202 after the delivery report)**: {conns} connections, mean latency "
-            f"{avg * 1000:.2f} ms; during those runs the gateway used {gw_cores:.2f} cores and tansu {br_cores:.2f} cores")
+            f"{avg * 1000:.2f} ms; during those runs the gateway used {gw_cores:.2f} cores and the broker {br_cores:.2f} cores")
     if busy and prod:
         b, pm = statistics.median(busy), statistics.median(prod)
         text += (f", the whole machine {b:.2f} of its {NCPU} cores (load generator and loopback TCP included). "
@@ -432,8 +453,7 @@ if p1o:
                  "broker's write and acknowledgement). ")
         if b >= 0.9 * NCPU:
             text += ("The cores were saturated: the ratio is bounded by CPU per event: the gateway's, the broker's "
-                     "(see the CPU table; the broker spends about as much per event as bare axum's whole request) and "
-                     "the generator's, all on the same cores.")
+                     "(see the CPU table) and the generator's, all on the same cores.")
         else:
             text += (f"The cores were not saturated, so at {conns} connections throughput is connections ÷ latency "
                      f"({conns} ÷ {avg * 1000:.2f} ms = {f(int(conns) / avg)}/s), and the latency is mostly the broker's "
@@ -442,9 +462,8 @@ if p1o:
                      "a lower `KAFKA_LINGER_MS` shortens the round trip at a large cost in gateway CPU per event and still "
                      "falls well short of the goals (optimisation log, entry 12).")
     else:
-        text += (", the load generator and the kernel's loopback TCP the rest of the two cores. Per event the broker "
-                 "spends about as much CPU as the whole bare axum request and the gateway somewhat more (see the CPU "
-                 "table).")
+        text += (", the load generator and the kernel's loopback TCP the rest of the two cores. The gateway's and "
+                 "the broker's CPU per event are in the CPU table.")
     lines.append(text)
     if p3.get("ratio_answer_rate") is not None:
         dr = p3.get("baseline_drain_s")
@@ -476,14 +495,15 @@ if p4o and db_rates:
         f"batches' `stored_at`). Its database side alone does {f(statistics.median(db_rates))} rows per second of "
         f"batch-write time per writer (min {f(min(db_rates))}, max {f(max(db_rates))}; sums of `consumer_batch_size` ÷ "
         f"`consumer_batch_duration_seconds`), up to 4 writers at once; psql `\\copy` stores {f(p4['baseline'])} rows/s. "
-        + (f"From consumer-ready to last row (includes group join) tansu used {statistics.median(br):.2f} cores and the consumer "
+        + (f"From consumer-ready to last row (includes group join) the broker used {statistics.median(br):.2f} cores and the consumer "
            f"{statistics.median(co):.2f} cores (medians). " if br and co else "")
-        + "A consumer whose batches write faster than its wall-clock rate is waiting on fetches: the ratio is bounded by "
-        "the broker's fetch path (tansu 0.6.0, sqlite storage), plus the machine's 2 cores shared by tansu, PostgreSQL and the consumer.")
+        + (f"Its rate is {p4['ours_vs_fetch_ceiling']:.3f} of the fetch ceiling measured in this run (below). "
+           if p4.get("ours_vs_fetch_ceiling") else "")
+        + f"The machine's {NCPU} cores are shared by the broker, PostgreSQL and the consumer.")
 p1 = results.get("P1", {})
 if p1.get("broker_ceiling_ratio"):
     lines.append(f"- **Broker ceiling for P1**: the bare rdkafka producer (no HTTP, pre-serialized records, same settings) "
-                 f"pushed {f(results['P2']['baseline'])} events/s into this tansu; ÷ bare axum's {f(p1['baseline'])} requests/s "
+                 f"pushed {f(results['P2']['baseline'])} events/s into this broker; ÷ bare axum's {f(p1['baseline'])} requests/s "
                  f"= **{p1['broker_ceiling_ratio']:.3f}**. No gateway that answers 202 only after the broker's ack can exceed "
                  f"that ratio on this broker and machine; ours reached {p1['ratio']:.3f}, i.e. "
                  f"{p1['ratio'] / p1['broker_ceiling_ratio']:.0%} of the ceiling.")
@@ -522,7 +542,7 @@ if p4r.get("broker_fetch_ceiling_rows_per_sec"):
     cc = p4r.get("cpu_ceiling")
     if cc:
         lines.append(
-            f"- **CPU ceiling for P4**: reading a record from this tansu cost the machine {cc['read_machine_us_per_record']:.1f} µs "
+            f"- **CPU ceiling for P4**: reading a record from this broker cost the machine {cc['read_machine_us_per_record']:.1f} µs "
             f"(bare consumer runs: broker + client, all cores) and storing a row with `\\copy` {cc['copy_machine_us_per_row']:.1f} µs "
             f"(psql + PostgreSQL). A consumer doing no more than both would still need "
             f"{cc['read_machine_us_per_record'] + cc['copy_machine_us_per_row']:.1f} µs per row on these {cc['cores']} cores, i.e. at most "

@@ -2,10 +2,11 @@
 # Side-by-side benchmark of the ingest pipeline against real baseline programs.
 #   ./bench/run.sh          full run (longer repetitions, 200 000-event backlog)
 #   ./bench/run.sh --quick  3 short repetitions per measure, 20 000-event backlog, < 3 min
-# Starts its own tansu (free ports, data under .run/bench), a fresh database, the services in
-# release mode with the limiter out of the way, then writes bench/results.json and
-# docs/BENCHMARKS.md. Every claim is a ratio of medians measured in the same run.
-# The broker's data (gigabytes after a full run) is deleted at the end; BENCH_KEEP_DATA=1 keeps it.
+# Starts its own one-node Apache Kafka (scripts/kafka.sh, a free port, data under .run/bench), a
+# fresh database, the services in release mode with the limiter out of the way, then writes
+# bench/results.json and docs/BENCHMARKS.md. Every claim is a ratio of medians measured in the
+# same run. The broker's data (gigabytes after a full run) is deleted at the end, its log kept;
+# BENCH_KEEP_DATA=1 keeps the data.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -14,7 +15,7 @@ QUICK=0
 for a in "$@"; do
   case "$a" in
     --quick) QUICK=1 ;;
-    -h|--help) sed -n '2,8p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,9p' "$0"; exit 0 ;;
     *) echo "unknown option $a" >&2; exit 2 ;;
   esac
 done
@@ -41,7 +42,7 @@ RUN_DIR=$ROOT/.run
 . "$ROOT/scripts/lib.sh"
 say() { printf '[bench %s] %s\n' "$(date +%T)" "$*" >&2; }
 die() { say "error: $*"; exit 1; }
-# What the bench needs, installed when missing (tansu is installed by scripts/tansu.sh).
+# What the bench needs, installed when missing (the broker's JDK and jars by scripts/kafka.sh start).
 ensure_rust
 ensure_build_deps
 ensure_postgres
@@ -66,17 +67,19 @@ mkdir -p "$RUN"
 RAW=$RUN/raw.jsonl
 : >"$RAW"
 record() { echo "$1" >>"$RAW"; }   # one JSON object per line, aggregated by bench/report.py
-record "{\"measure\":\"meta\",\"git_head\":\"$(git rev-parse HEAD 2>/dev/null || echo unknown)\",\"uncommitted_paths\":$(git status --porcelain 2>/dev/null | wc -l),\"date\":\"$(date -u '+%Y-%m-%d %H:%M UTC')\"}"
+# The broker every number below was measured on (scripts/kafka.sh installs this version).
+KAFKA_VERSION=$(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' scripts/kafka/pom.xml)
+[ -n "$KAFKA_VERSION" ] || die "no <kafka.version> in scripts/kafka/pom.xml"
+record "{\"measure\":\"meta\",\"broker\":\"apache-kafka $KAFKA_VERSION\",\"git_head\":\"$(git rev-parse HEAD 2>/dev/null || echo unknown)\",\"uncommitted_paths\":$(git status --porcelain 2>/dev/null | wc -l),\"date\":\"$(date -u '+%Y-%m-%d %H:%M UTC')\"}"
 
 PIDS=()
-TANSU_DATA=$RUN/tansu
-KPORT=$(free_port); MPORT=$(free_port)
+KAFKA_DATA=$RUN/kafka
 REPORTED=0
 cleanup() {
   local rc=$?
   for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
   for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
-  stop_bench_broker "$TANSU_DATA"
+  stop_bench_broker "$KAFKA_DATA"
   if [ -n "${DB:-}" ]; then psql -h 127.0.0.1 -U postgres -qAtc "DROP DATABASE IF EXISTS $DB WITH (FORCE)" >/dev/null 2>&1 || true; fi
   # A run that stopped part-way still reports what it measured (the rest: "not measured").
   if [ "$REPORTED" = 0 ] && [ "$rc" != 0 ] && [ -s "$RAW" ]; then
@@ -90,12 +93,20 @@ say "building release binaries (no-op when up to date)"
 cargo build --release -q -p api-gateway -p log-consumer -p bench-baselines
 BIN=$ROOT/target/release
 
-say "starting tansu on 127.0.0.1:$KPORT"
-scripts/tansu.sh start --port "$KPORT" --metrics-port "$MPORT" --data "$TANSU_DATA" 2>"$RUN/tansu-start.log"
-TANSU_PID=$(cat "$TANSU_DATA/tansu.pid")
-BROKERS=127.0.0.1:$KPORT
+say "starting Apache Kafka (one node, data in $KAFKA_DATA)"
+# --owner: should this script be killed before its cleanup runs, the cluster stops and its
+# folder goes anyway (not with BENCH_KEEP_DATA=1, which keeps the folder).
+OWNER=(--owner "$$")
+[ "${BENCH_KEEP_DATA:-0}" = 1 ] && OWNER=()
+BROKERS=$(scripts/kafka.sh start --data "$KAFKA_DATA" --nodes 1 "${OWNER[@]}" 2>"$RUN/kafka-start.log" | tail -n 1) ||
+  { tail -n 20 "$RUN/kafka-start.log" >&2; die "scripts/kafka.sh start failed (log: $RUN/kafka-start.log)"; }
+[ -n "$BROKERS" ] || die "scripts/kafka.sh start printed no bootstrap servers (log: $RUN/kafka-start.log)"
+# The broker's CPU accounting (cpu_s) reads the node's java process.
+BROKER_PID=$(cat "$KAFKA_DATA/node-1/pid")
+say "Apache Kafka $KAFKA_VERSION at $BROKERS (pid $BROKER_PID)"
 for topic in bench-events bench-backlog bench-p5 bench-p6; do
-  scripts/tansu.sh create-topic "$topic" --partitions 3 --port "$KPORT" 2>>"$RUN/tansu-start.log"
+  scripts/kafka.sh create-topic "$topic" --partitions 3 --data "$KAFKA_DATA" 2>>"$RUN/kafka-start.log" ||
+    { tail -n 20 "$RUN/kafka-start.log" >&2; die "creating topic $topic failed"; }
 done
 
 DB=bench_$(date +%s)
@@ -231,16 +242,16 @@ for rep in $(seq 1 "$REPS"); do
   r=$(oha_run bare "$SINGLE_BARE" "$RUN/single.json" application/json "$DUR")
   m1=$(machine_busy_s)
   record "{\"measure\":\"P1\",\"side\":\"baseline\",\"rep\":$rep,\"r\":$r,\"cpu\":{\"machine\":$(fsub "$m1" "$m0")}}"
-  c0=$(cpu_s "$GW_PID"); t0=$(cpu_s "$TANSU_PID"); m0=$(machine_busy_s); read -r ps0 pc0 < <(produce_sum_count "$GW_PORT")
+  c0=$(cpu_s "$GW_PID"); t0=$(cpu_s "$BROKER_PID"); m0=$(machine_busy_s); read -r ps0 pc0 < <(produce_sum_count "$GW_PORT")
   r=$(oha_run gw "$SINGLE_GW" "$RUN/single.json" application/json "$DUR")
-  c1=$(cpu_s "$GW_PID"); t1=$(cpu_s "$TANSU_PID"); m1=$(machine_busy_s); read -r ps1 pc1 < <(produce_sum_count "$GW_PORT")
+  c1=$(cpu_s "$GW_PID"); t1=$(cpu_s "$BROKER_PID"); m1=$(machine_busy_s); read -r ps1 pc1 < <(produce_sum_count "$GW_PORT")
   record "{\"measure\":\"P1\",\"side\":\"ours\",\"rep\":$rep,\"r\":$r,\"cpu\":{\"gateway\":$(fsub "$c1" "$c0"),\"broker\":$(fsub "$t1" "$t0"),\"machine\":$(fsub "$m1" "$m0")},\"produce\":{\"sum_s\":$(fsub "$ps1" "$ps0"),\"count\":$(fsub "$pc1" "$pc0")}}"
   record "{\"measure\":\"P3\",\"side\":\"ours\",\"rep\":$rep,\"r\":$r}"
   # The bound at these connections: a bare producer keeping $CONNS records awaiting their
   # acknowledgement (like $CONNS clients each waiting for a 202), same key as the body.
-  t0=$(cpu_s "$TANSU_PID")
+  t0=$(cpu_s "$BROKER_PID")
   r=$(inflight_producer "$CONNS")
-  t1=$(cpu_s "$TANSU_PID")
+  t1=$(cpu_s "$BROKER_PID")
   record "{\"measure\":\"P1\",\"side\":\"inflight\",\"rep\":$rep,\"r\":$r,\"cpu\":{\"broker\":$(fsub "$t1" "$t0")}}"
   e0=$(date +%s.%N)
   r=$(oha_run gwe "$SINGLE_GWE" "$RUN/single.json" application/json "$DUR")
@@ -274,13 +285,13 @@ OHA_CONNS=$P2_CONNS oha_run warm "$BATCH_GW" "$RUN/batch100.ndjson" application/
 "$BIN/bare-producer" --brokers "$BROKERS" --topic bench-events --events $((P2_EVENTS / 4)) >/dev/null
 for rep in $(seq 1 "$REPS"); do
   say "P2 repetition $rep/$REPS"
-  c0=$(cpu_s "$GW_PID"); t0=$(cpu_s "$TANSU_PID")
+  c0=$(cpu_s "$GW_PID"); t0=$(cpu_s "$BROKER_PID")
   r=$(OHA_CONNS=$P2_CONNS oha_run gwbatch "$BATCH_GW" "$RUN/batch100.ndjson" application/x-ndjson "$DUR")
-  c1=$(cpu_s "$GW_PID"); t1=$(cpu_s "$TANSU_PID")
+  c1=$(cpu_s "$GW_PID"); t1=$(cpu_s "$BROKER_PID")
   record "{\"measure\":\"P2\",\"side\":\"ours\",\"rep\":$rep,\"events_per_request\":100,\"r\":$r,\"cpu\":{\"gateway\":$(fsub "$c1" "$c0"),\"broker\":$(fsub "$t1" "$t0")}}"
-  t0=$(cpu_s "$TANSU_PID")
+  t0=$(cpu_s "$BROKER_PID")
   r=$("$BIN/bare-producer" --brokers "$BROKERS" --topic bench-events --events "$P2_EVENTS")
-  t1=$(cpu_s "$TANSU_PID")
+  t1=$(cpu_s "$BROKER_PID")
   record "{\"measure\":\"P2\",\"side\":\"baseline\",\"rep\":$rep,\"r\":$r,\"cpu\":{\"broker\":$(fsub "$t1" "$t0")}}"
 done
 GW_HWM=$(hwm_kb "$GW_PID"); BARE_HWM=$(hwm_kb "$BARE_PID")
@@ -300,7 +311,7 @@ for rep in $(seq 1 "$REPS"); do
   start_consumer "consumer-$rep" bench-backlog "bench-g$rep-$DB"; CONS_PID=$STARTED
   # The window runs from the first stored row to the last, so group join is not counted.
   deadline=$((SECONDS + (QUICK == 1 ? 120 : 900)))
-  n=0; first_t=; first_n=0; ready_t=$(date +%s.%N); cc0=$(cpu_s "$CONS_PID"); tc0=$(cpu_s "$TANSU_PID")
+  n=0; first_t=; first_n=0; ready_t=$(date +%s.%N); cc0=$(cpu_s "$CONS_PID"); tc0=$(cpu_s "$BROKER_PID")
   while [ "$n" -lt "$P4_EVENTS" ]; do
     [ $SECONDS -lt $deadline ] || die "consumer stored only $n/$P4_EVENTS rows in time"
     sleep 0.1
@@ -308,7 +319,7 @@ for rep in $(seq 1 "$REPS"); do
     if [ -z "$first_t" ] && [ "$n" -gt 0 ]; then first_t=$(date +%s.%N); first_n=$n; fi
   done
   last_t=$(date +%s.%N)
-  cc1=$(cpu_s "$CONS_PID"); tc1=$(cpu_s "$TANSU_PID")
+  cc1=$(cpu_s "$CONS_PID"); tc1=$(cpu_s "$BROKER_PID")
   curl -fsS "http://127.0.0.1:$CONS_PORT/metrics" >"$RUN/consumer-metrics-$rep.txt" || true
   bsum=$(metric_sum consumer_batch_duration_seconds_sum "$RUN/consumer-metrics-$rep.txt")
   bcnt=$(metric_sum consumer_batch_duration_seconds_count "$RUN/consumer-metrics-$rep.txt")
@@ -321,9 +332,9 @@ for rep in $(seq 1 "$REPS"); do
   kill "$CONS_PID"; wait "$CONS_PID" 2>/dev/null || true
   record "{\"measure\":\"P4\",\"side\":\"ours\",\"rep\":$rep,\"r\":{\"rows\":$n,\"first_rows\":$first_n,\"t0\":$first_t,\"t1\":$last_t,\"ready_t\":$ready_t,\"stored_span_s\":$span,\"first_batch_rows\":$first_batch,\"batch_seconds_sum\":$bsum,\"batches\":$bcnt,\"batch_rows\":$rows,\"hwm_kb\":$CONS_HWM},\"cpu\":{\"consumer\":$(fsub "$cc1" "$cc0"),\"broker\":$(fsub "$tc1" "$tc0")}}"
   # The broker's fetch ceiling: a bare consumer that reads the same backlog and stores nothing.
-  t0=$(cpu_s "$TANSU_PID"); m0=$(machine_busy_s)
+  t0=$(cpu_s "$BROKER_PID"); m0=$(machine_busy_s)
   r=$("$BIN/bare-consumer" --brokers "$BROKERS" --topic bench-backlog --events "$P4_EVENTS")
-  t1=$(cpu_s "$TANSU_PID"); m1=$(machine_busy_s)
+  t1=$(cpu_s "$BROKER_PID"); m1=$(machine_busy_s)
   record "{\"measure\":\"P4\",\"side\":\"ceiling\",\"rep\":$rep,\"r\":$r,\"cpu\":{\"broker\":$(fsub "$t1" "$t0"),\"machine\":$(fsub "$m1" "$m0")}}"
   if [ "$rep" = 1 ]; then
     "${PSQL[@]}" -c "\\copy log_events ($COLS) TO '$RUN/rows.csv' WITH (FORMAT csv)"
@@ -336,7 +347,7 @@ for rep in $(seq 1 "$REPS"); do
 done
 
 # ---------------------------------------------------------------- P5 + P6 (gateway)
-# The whole pipeline runs: gateway → tansu → consumer → PostgreSQL, single events, 90 % info
+# The whole pipeline runs: gateway → Kafka → consumer → PostgreSQL, single events, 90 % info
 # and 10 % error bodies. First the sustainable rate S is searched with the limiter out of the
 # way; then a gateway with its real flow control, configured for that capacity (RATE_MAX=S,
 # RATE_MIN=S/10, default lag thresholds, lag measured every 5 s), gets 50 %, 100 % and 3x of S
@@ -422,9 +433,9 @@ p5_config() {
       catch_up "after the bound run"
     fi
     say "P5 [$name, RATE_MAX=$cap] repetition $rep/$P5_REPS: 3x overload ($over/s offered, ${P5_OVER}s)"
-    c0=$(cpu_s "$LIM_PID"); t0=$(cpu_s "$TANSU_PID"); k0=$(cpu_s "$P5_CONS_PID"); m0=$(machine_busy_s)
+    c0=$(cpu_s "$LIM_PID"); t0=$(cpu_s "$BROKER_PID"); k0=$(cpu_s "$P5_CONS_PID"); m0=$(machine_busy_s)
     r=$(loadgen --url "http://127.0.0.1:$LIM_PORT/api/logs" "${SINGLE_BODIES[@]}" --rate "$over" --concurrency 1024 --duration "$P5_OVER")
-    c1=$(cpu_s "$LIM_PID"); t1=$(cpu_s "$TANSU_PID"); k1=$(cpu_s "$P5_CONS_PID"); m1=$(machine_busy_s)
+    c1=$(cpu_s "$LIM_PID"); t1=$(cpu_s "$BROKER_PID"); k1=$(cpu_s "$P5_CONS_PID"); m1=$(machine_busy_s)
     lag_stop=$(lag_now)
     rec=$(wait_lag_below 10000 300) || rec=null
     record "{\"measure\":\"P5\",\"side\":\"over\",\"config\":\"$name\",\"rep\":$rep,\"S\":$cap,\"peak\":$S,\"r\":$r,\"lag_at_stop\":$lag_stop,\"recovery_s\":$rec,\"cpu\":{\"gateway\":$(fsub "$c1" "$c0"),\"broker\":$(fsub "$t1" "$t0"),\"consumer\":$(fsub "$k1" "$k0"),\"machine\":$(fsub "$m1" "$m0")}}"

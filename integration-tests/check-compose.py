@@ -5,6 +5,7 @@
 - every long-running service has a healthcheck; every depends_on names a service and a
   condition it can meet (service_healthy needs a healthcheck);
 - files mounted from the repository exist;
+- the compose broker runs the Apache Kafka major.minor that scripts/kafka/pom.xml pins;
 - prometheus/prometheus.docker.yml scrapes the app services by compose name and port;
 - every env var set on api-gateway / log-consumer is one the binary reads: its crate's
   sources declare it (clap `env = "NAME"` or std::env::var("NAME")); RUST_LOG counts as read
@@ -72,6 +73,14 @@ def main():
     services = compose["services"]
     check(EXPECTED <= set(services), f"services present: {', '.join(sorted(EXPECTED))}"
           + (f" (missing {', '.join(sorted(EXPECTED - set(services)))})" if not EXPECTED <= set(services) else ""))
+
+    # The compose broker is the same Apache Kafka major.minor as the one scripts/kafka.sh runs.
+    with open(os.path.join(ROOT, "scripts", "kafka", "pom.xml"), encoding="utf-8") as f:
+        native = re.search(r"<kafka.version>([0-9]+\.[0-9]+)\.", f.read()).group(1)
+    for name in ("kafka", "kafka-init"):
+        image = services.get(name, {}).get("image", "")
+        check(image.startswith("apache/kafka:" + native + "."),
+              f"{name}: apache/kafka {native}.x like scripts/kafka/pom.xml ({image})")
 
     for name, svc in sorted(services.items()):
         image = svc.get("image", "")

@@ -8,9 +8,10 @@ usage() {
   cat <<'USAGE'
 usage: ./integration-tests/run.sh [-h]
 
-Ensures PostgreSQL, Redis, Prometheus/promtool and tansu (installing and starting what is
-missing), starts one shared tansu on a free port (exported as KAFKA_BROKERS for the Rust
-tests), then runs, each after a "==> step" line:
+Ensures PostgreSQL, Redis, Prometheus/promtool and Apache Kafka's jars (installing and
+starting what is missing), starts one shared Apache Kafka node on free ports (exported as
+KAFKA_BROKERS for the Rust tests; tests that restart or kill brokers start their own one-
+or three-node clusters through scripts/kafka.sh), then runs, each after a "==> step" line:
   cargo fmt --all --check
   cargo clippy --workspace --all-targets -- -D warnings
   cargo nextest run --workspace --no-fail-fast   (cargo test --workspace without nextest)
@@ -38,7 +39,7 @@ current="setup"
 cleanup() {
   local rc=$?
   set +e
-  "$ROOT/scripts/tansu.sh" stop --data "$TMP/tansu" >/dev/null 2>&1
+  "$ROOT/scripts/kafka.sh" stop --data "$TMP/kafka" >/dev/null 2>&1
   stop_started_services
   if [ "$rc" -eq 0 ] && [ -z "${KEEP_TMP:-}" ]; then rm -rf "$TMP"; else echo "[run] temp folder kept: $TMP" >&2; fi
   local total=$((SECONDS - started))
@@ -76,12 +77,14 @@ command -v shellcheck >/dev/null || apt_install shellcheck
 python3 -c 'import yaml' 2>/dev/null || apt_install python3-yaml
 python3 -c 'import yaml' 2>/dev/null || python3 -m pip install --quiet pyyaml \
   || die "PyYAML is missing for python3 (pip install pyyaml)"
-"$ROOT/scripts/tansu.sh" install
+t0=$SECONDS
+"$ROOT/scripts/kafka.sh" install
+log "Apache Kafka's jars ready ($((SECONDS - t0))s)"
 
-kafka_port=$(free_port)
-"$ROOT/scripts/tansu.sh" start --port "$kafka_port" --metrics-port "$(free_port)" --data "$TMP/tansu"
-export KAFKA_BROKERS="127.0.0.1:$kafka_port"
-log "shared tansu for the tests: KAFKA_BROKERS=$KAFKA_BROKERS"
+t0=$SECONDS
+KAFKA_BROKERS=$("$ROOT/scripts/kafka.sh" start --data "$TMP/kafka" | tail -n 1)
+export KAFKA_BROKERS
+log "shared Apache Kafka node for the tests: KAFKA_BROKERS=$KAFKA_BROKERS (started in $((SECONDS - t0))s)"
 
 phase "cargo fmt --all --check" cargo fmt --all --check
 phase "cargo clippy --workspace --all-targets -- -D warnings" \
@@ -101,7 +104,7 @@ phase "promtool check config prometheus/prometheus.docker.yml" \
 phase "promtool check rules prometheus/alerts.yml" promtool check rules prometheus/alerts.yml
 phase "promtool test rules prometheus/alerts.test.yml" promtool test rules prometheus/alerts.test.yml
 
-scripts=(setup.sh load-test.sh scripts/lib.sh scripts/tansu.sh bench/*.sh .ci/run integration-tests/*.sh)
+scripts=(setup.sh load-test.sh scripts/lib.sh scripts/kafka.sh bench/*.sh .ci/run integration-tests/*.sh)
 phase "shellcheck ${scripts[*]}" shellcheck -x "${scripts[@]}"
 phase "integration-tests/check-compose.py" python3 integration-tests/check-compose.py
 # The compose file must also pass Compose's own schema, which needs no Docker engine.

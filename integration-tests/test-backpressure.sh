@@ -45,7 +45,7 @@ finish() {
   for pf in "$TMP"/*.pid; do [ -f "$pf" ] && kill "$(cat "$pf")" 2>/dev/null; done
   sleep 1
   for pf in "$TMP"/*.pid; do [ -f "$pf" ] && kill -9 "$(cat "$pf")" 2>/dev/null; done
-  "$ROOT/scripts/tansu.sh" stop --data "$TMP/tansu" >/dev/null 2>&1
+  [ -d "$TMP/kafka" ] && "$ROOT/scripts/kafka.sh" stop --data "$TMP/kafka" >/dev/null 2>&1
   psql "$ADMIN_URL" -qc "DROP DATABASE IF EXISTS $DB WITH (FORCE)" >/dev/null 2>&1
   if [ "$rc" -ne 0 ] || [ -n "${KEEP_TMP:-}" ]; then log "logs kept in $TMP"; else rm -rf "$TMP"; fi
   echo "backpressure scenario: $passed passed, $failed failed"
@@ -56,18 +56,22 @@ trap finish EXIT
 ADMIN_URL=${TEST_DATABASE_ADMIN_URL:-postgres://postgres@127.0.0.1:5432/postgres}
 DB="scenario_$(date +%s)_$$"
 DATABASE_URL="${ADMIN_URL%/*}/$DB"
-KAFKA_PORT=$(free_port); GW_PORT=$(free_port); LOADER_PORT=$(free_port)
+GW_PORT=$(free_port); LOADER_PORT=$(free_port)
 CONSUMER_PORT=$(free_port); PROM_PORT=$(free_port)
-TOPIC=log-events
+TOPIC="scenario-$$-$RANDOM"
 GROUP="scenario-$$"
 GW="http://127.0.0.1:$GW_PORT"
 LAG_INTERVAL_S=5
 
-step "tansu on 127.0.0.1:$KAFKA_PORT"
-"$ROOT/scripts/tansu.sh" start --port "$KAFKA_PORT" --metrics-port "$(free_port)" --data "$TMP/tansu"
-"$ROOT/scripts/tansu.sh" create-topic "$TOPIC" --partitions 3 --port "$KAFKA_PORT"
-"$ROOT/scripts/tansu.sh" create-topic "$TOPIC.dlq" --partitions 3 --port "$KAFKA_PORT"
-export KAFKA_BROKERS="127.0.0.1:$KAFKA_PORT" KAFKA_TOPIC=$TOPIC LOG_FORMAT=json
+if [ -n "${KAFKA_BROKERS:-}" ]; then
+  step "reusing the broker at $KAFKA_BROKERS (topics $TOPIC, $TOPIC.dlq)"
+else
+  step "starting Apache Kafka (one node, data in $TMP/kafka)"
+  KAFKA_BROKERS=$("$ROOT/scripts/kafka.sh" start --data "$TMP/kafka" | tail -n 1)
+fi
+"$ROOT/scripts/kafka.sh" create-topic "$TOPIC" --partitions 3 --bootstrap "$KAFKA_BROKERS"
+"$ROOT/scripts/kafka.sh" create-topic "$TOPIC.dlq" --partitions 3 --bootstrap "$KAFKA_BROKERS"
+export KAFKA_BROKERS KAFKA_TOPIC=$TOPIC LOG_FORMAT=json
 
 start_consumer() {
   CONSUMER_ADDR="127.0.0.1:$CONSUMER_PORT" KAFKA_GROUP_ID=$GROUP DATABASE_URL=$DATABASE_URL \

@@ -8,7 +8,7 @@ usage() {
 usage: integration-tests/test-dashboards.sh [-h]
 
 Default: starts what it needs and stops it again —
-  a tansu broker on free ports (or, when KAFKA_BROKERS is set, that broker with fresh topics),
+  an Apache Kafka node on free ports (or, when KAFKA_BROKERS is set, that broker with fresh topics),
   a fresh database on TEST_DATABASE_ADMIN_URL's server, api-gateway and log-consumer from
   BIN_DIR (default target/release; built when missing) on free ports, Prometheus on a free
   port scraping them every second; sends traffic (single and batch events, invalid events,
@@ -35,7 +35,7 @@ RUN_DIR=$TMP
 BIN_DIR=${BIN_DIR:-${CARGO_TARGET_DIR:-$ROOT/target}/release}
 ADMIN_URL=${TEST_DATABASE_ADMIN_URL:-postgres://postgres@127.0.0.1:5432/postgres}
 REDIS_URL=${REDIS_URL:-redis://127.0.0.1:6379}
-own_tansu=
+own_kafka=
 db_name=
 
 cleanup() {
@@ -44,7 +44,7 @@ cleanup() {
   stop_pidfile "$TMP/prometheus.pid" Prometheus 2>/dev/null
   stop_pidfile "$TMP/api-gateway.pid" api-gateway 2>/dev/null
   stop_pidfile "$TMP/log-consumer.pid" log-consumer 2>/dev/null
-  [ -n "$own_tansu" ] && "$ROOT/scripts/tansu.sh" stop --data "$TMP/tansu" >/dev/null 2>&1
+  [ -n "$own_kafka" ] && "$ROOT/scripts/kafka.sh" stop --data "$TMP/kafka" >/dev/null 2>&1
   [ -n "$db_name" ] && psql "$ADMIN_URL" -qc "drop database if exists $db_name with (force)" >/dev/null 2>&1
   if [ "$rc" -eq 0 ] && [ -z "${KEEP_TMP:-}" ]; then
     rm -rf "$TMP"
@@ -99,19 +99,14 @@ else
   suffix=$(date +%s)-$RANDOM
   topic="dash-$suffix"
   if [ -n "${KAFKA_BROKERS:-}" ]; then
-    kafka_port=${KAFKA_BROKERS##*:}
-    kafka_port=${kafka_port%%,*}
     step "reusing the broker at $KAFKA_BROKERS (topics $topic, $topic.dlq)"
   else
-    kafka_port=$(free_port)
-    tansu_metrics_port=$(free_port)
-    step "starting tansu on 127.0.0.1:$kafka_port"
-    own_tansu=1
-    "$ROOT/scripts/tansu.sh" start --port "$kafka_port" --metrics-port "$tansu_metrics_port" --data "$TMP/tansu"
-    KAFKA_BROKERS="127.0.0.1:$kafka_port"
+    step "starting Apache Kafka (one node, data in $TMP/kafka)"
+    own_kafka=1
+    KAFKA_BROKERS=$("$ROOT/scripts/kafka.sh" start --data "$TMP/kafka" | tail -n 1)
   fi
-  "$ROOT/scripts/tansu.sh" create-topic "$topic" --partitions 3 --port "$kafka_port"
-  "$ROOT/scripts/tansu.sh" create-topic "$topic.dlq" --partitions 3 --port "$kafka_port"
+  "$ROOT/scripts/kafka.sh" create-topic "$topic" --partitions 3 --bootstrap "$KAFKA_BROKERS"
+  "$ROOT/scripts/kafka.sh" create-topic "$topic.dlq" --partitions 3 --bootstrap "$KAFKA_BROKERS"
 
   db_name="dash_$(date +%s)_$RANDOM"
   psql "$ADMIN_URL" -qc "create database $db_name" >/dev/null
@@ -189,8 +184,8 @@ if [ "$mode" = own ]; then
   done < <(seq 1 200 | xargs -P 8 -I{} curl -sS -o /dev/null -w '%{http_code}\n' --max-time 15 \
     -H 'content-type: application/json' -X POST "$GATEWAY_URL/api/logs" --data-binary "@$TMP/burst.json")
   # One record that is no log event, straight to the topic: the consumer must dead-letter it.
-  echo '{"key":"dash-poison","value":{"not":"a log event"}}' \
-    | timeout 30 tansu cat produce "$topic" - --broker "tcp://127.0.0.1:$kafka_port" >/dev/null 2>&1 \
+  echo '{"not":"a log event"}' \
+    | timeout 60 "$ROOT/scripts/kafka.sh" produce "$topic" --key dash-poison --bootstrap "$KAFKA_BROKERS" >/dev/null 2>&1 \
     || warn "could not produce the poison record"
 fi
 summary=""

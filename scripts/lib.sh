@@ -283,12 +283,19 @@ stop_pidfile() {
   rm -f "$pidfile"
 }
 
-# stop_bench_broker DATA: stops a benchmark's own tansu and deletes its sqlite data, which is
-# gigabytes after a full run, unless BENCH_KEEP_DATA=1 (the raw measurements and the logs
-# stay in the run directory either way).
+# stop_bench_broker DATA: stops a benchmark's own Kafka cluster (scripts/kafka.sh start --data
+# DATA) and deletes its folder, gigabytes after a full run, unless BENCH_KEEP_DATA=1. Each
+# node's server.log is kept beside it first (DATA-node-N.log), so the broker's log stays in
+# the run directory with the raw measurements and the services' logs either way.
 stop_bench_broker() {
-  scripts/tansu.sh stop --data "$1" >/dev/null 2>&1 || true
-  [ "${BENCH_KEEP_DATA:-0}" = 1 ] || rm -f "$1"/tansu.db*
+  local data=$1 log
+  [ -n "$data" ] || return 0
+  scripts/kafka.sh stop --data "$data" >/dev/null 2>&1 || true
+  [ "${BENCH_KEEP_DATA:-0}" = 1 ] && return 0
+  for log in "$data"/node-*/server.log; do
+    [ -f "$log" ] && cp "$log" "$data-$(basename "$(dirname "$log")").log"
+  done
+  scripts/kafka.sh stop --data "$data" --delete >/dev/null 2>&1 || rm -rf "$data"
 }
 
 # Stops PostgreSQL/Redis only if a "started-*" marker in RUN_DIR says we started them.

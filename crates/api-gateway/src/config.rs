@@ -22,14 +22,12 @@ pub struct Config {
     #[arg(long, env = "KAFKA_TOPIC", default_value = "log-events")]
     pub kafka_topic: String,
 
-    /// The longest a request waits for its delivery report, in milliseconds.
-    #[arg(long, env = "PRODUCE_TIMEOUT_MS", default_value_t = 10_000)]
+    /// The longest a request waits for its delivery report, in milliseconds (at least 2500).
+    /// librdkafka gives up on a record 1.5 s before this (`message_timeout`), so a 503 is
+    /// librdkafka's final word on the record, never a report that may still arrive.
+    #[arg(long, env = "PRODUCE_TIMEOUT_MS", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u64).range(MIN_PRODUCE_TIMEOUT_MS..))]
     pub produce_timeout_ms: u64,
-
-    /// librdkafka `message.timeout.ms`: how long a record may wait for the broker before
-    /// librdkafka gives up on it (never shorter than the produce timeout).
-    #[arg(long, env = "KAFKA_MESSAGE_TIMEOUT_MS", default_value_t = 300_000)]
-    pub kafka_message_timeout_ms: u64,
 
     /// Producer linger (librdkafka `linger.ms`): batching window for records.
     #[arg(long, env = "KAFKA_LINGER_MS", default_value_t = 5)]
@@ -118,14 +116,47 @@ pub struct Config {
     pub log_format: String,
 }
 
+/// librdkafka scans for expired records about once a second, so its timeout must end this
+/// long before the HTTP deadline for its report to arrive first.
+const MESSAGE_TIMEOUT_MARGIN: Duration = Duration::from_millis(1500);
+const MIN_PRODUCE_TIMEOUT_MS: u64 = 2500;
+
 impl Config {
     /// The produce timeout as a duration.
     pub fn produce_timeout(&self) -> Duration {
         Duration::from_millis(self.produce_timeout_ms)
     }
 
+    /// librdkafka's `message.timeout.ms`: the produce timeout less the margin, so that when
+    /// the HTTP deadline passes the record is either acknowledged or abandoned for good
+    /// (an event whose client got a 503 is never delivered later).
+    pub fn message_timeout(&self) -> Duration {
+        self.produce_timeout()
+            .saturating_sub(MESSAGE_TIMEOUT_MARGIN)
+    }
+
     /// Defaults, as if no flag or env var were set (for tests).
     pub fn defaults() -> Config {
         Config::parse_from(["api-gateway"])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn librdkafka_gives_up_well_before_the_http_deadline() {
+        let cfg = Config::defaults();
+        assert_eq!(cfg.produce_timeout(), Duration::from_secs(10));
+        assert_eq!(cfg.message_timeout(), Duration::from_millis(8500));
+        let cfg = Config::parse_from(["api-gateway", "--produce-timeout-ms=2500"]);
+        assert_eq!(cfg.message_timeout(), Duration::from_millis(1000));
+    }
+
+    #[test]
+    fn a_produce_timeout_too_short_for_the_margin_is_refused() {
+        let err = Config::try_parse_from(["api-gateway", "--produce-timeout-ms=2000"]).unwrap_err();
+        assert!(err.to_string().contains("2500"), "{err}");
     }
 }

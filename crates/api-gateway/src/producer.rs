@@ -62,18 +62,13 @@ impl EventProducer {
     /// Builds the producer. Settings: idempotence (hence acks=all and safe retries),
     /// murmur2 key hashing (same partition as Java clients for the same correlationId).
     ///
-    /// The HTTP answer is bounded by `PRODUCE_TIMEOUT_MS`; librdkafka's own
-    /// `message.timeout.ms` is deliberately much longer (`KAFKA_MESSAGE_TIMEOUT_MS`, 300 s).
-    /// A record that times out inside librdkafka makes the idempotent producer bump its
-    /// epoch, and tansu 0.6.0's sqlite engine panics on the first produce with a bumped
-    /// epoch, wedging the broker until restarted. Keeping records queued through a short
-    /// outage avoids that path; the client already got a 503 (retry with the same eventIds
-    /// is safe: the consumer stores each id once).
+    /// The HTTP answer is bounded by `PRODUCE_TIMEOUT_MS` and librdkafka's
+    /// `message.timeout.ms` ends 1.5 s earlier (`Config::message_timeout`): a record not
+    /// acknowledged by then is abandoned: nothing is delivered after the 503 (one that was in
+    /// flight may already be in the log; a retry with the same eventIds is stored once).
     pub fn new(cfg: &Config) -> Result<Self, KafkaError> {
         let timeout = cfg.produce_timeout();
-        let message_timeout = timeout
-            .saturating_sub(Duration::from_millis(500))
-            .max(Duration::from_millis(1000));
+        let message_timeout = cfg.message_timeout();
         let mut client = ClientConfig::new();
         client
             .set("bootstrap.servers", &cfg.kafka_brokers)

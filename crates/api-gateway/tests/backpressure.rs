@@ -1,4 +1,4 @@
-//! Adaptive backpressure against real tansu and Redis: lag drives the rate, critical load
+//! Adaptive backpressure against real Apache Kafka and Redis: lag drives the rate, critical load
 //! sheds low severities with 429 + Retry-After while ERROR still gets through, recovery
 //! restores the rate, and gateways share one Redis budget (falling back when it is gone).
 

@@ -1,4 +1,4 @@
-//! The gateway against a real tansu broker: accepted events are in the topic exactly as
+//! The gateway against a real Apache Kafka broker: accepted events are in the topic exactly as
 //! normalized, every error class has its status and body, and outages answer 503.
 
 mod common;
@@ -317,9 +317,7 @@ async fn broker_down_answers_503_with_retry_after_within_the_produce_timeout() {
         2
     );
 
-    // No recovery assertion against tansu: after a restart, tansu 0.6.0's sqlite engine
-    // panics on the idempotent producer's next produce ("more or less than one row" in
-    // idempotent_message_check, lite.rs:503) and then fails every request. Apache Kafka
-    // (the compose stack) does not have this defect.
+    // Recovery once the broker is back, under load and through to the database, is
+    // log-consumer's tests/broker_faults.rs.
     gw.stop().await;
 }

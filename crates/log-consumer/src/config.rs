@@ -90,12 +90,6 @@ pub struct Config {
     #[arg(long, env = "COMMIT_INTERVAL_MS", default_value_t = 1000)]
     pub commit_interval_ms: u64,
 
-    /// Rejoin the group after this many seconds without any assigned partition (0 = never).
-    /// Works around brokers that leave a crashed member's partitions unassigned; set 0 when
-    /// running more consumers than partitions on purpose.
-    #[arg(long, env = "REJOIN_IF_UNASSIGNED_SECS", default_value_t = 30)]
-    pub rejoin_if_unassigned_secs: u64,
-
     /// On SIGTERM/SIGINT, how long in-flight batches may take to finish before they are
     /// abandoned (left uncommitted, so re-read after restart), in milliseconds.
     #[arg(long, env = "SHUTDOWN_GRACE_MS", default_value_t = 10_000)]

@@ -197,10 +197,10 @@ pub async fn run(
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
+        // A dead member's partitions move after the session timeout: a consumer killed and
+        // restarted resumes within it (the broker's minimum is 6 s).
         .set("session.timeout.ms", "10000")
         .set("max.poll.interval.ms", "300000")
-        // tansu answers a fetch with one record batch per partition and holds it for the
-        // full wait when little is left: a short wait keeps a backlog draining quickly.
         .set("fetch.wait.max.ms", cfg.kafka_fetch_wait_max_ms.to_string())
         .set("queued.min.messages", "20000")
         .set(
@@ -237,8 +237,6 @@ pub async fn run(
     let mut last_state = BreakerState::Closed;
     let pause_after = cfg.pause_after_full();
     let mut full_since: Option<Instant> = None;
-    let rejoin_after = Duration::from_secs(cfg.rejoin_if_unassigned_secs);
-    let mut unassigned_since: Option<Instant> = None;
     tokio::pin!(shutdown);
 
     loop {
@@ -338,19 +336,6 @@ pub async fn run(
             commit(&consumer, &shared, &topic, CommitMode::Async);
             publish_metrics(&shared, &db);
             last_commit = Instant::now();
-            // tansu 0.6.0 keeps a SIGKILLed member's partitions and hands a restarted
-            // consumer an empty assignment until it rejoins: rejoin when left without work.
-            if lock(&shared.assigned).is_empty() && !rejoin_after.is_zero() {
-                let since = *unassigned_since.get_or_insert_with(Instant::now);
-                if since.elapsed() >= rejoin_after {
-                    tracing::warn!(after = ?rejoin_after, "no partitions assigned: leaving and rejoining the group");
-                    consumer.unsubscribe();
-                    consumer.subscribe(&[&topic])?;
-                    unassigned_since = None;
-                }
-            } else {
-                unassigned_since = None;
-            }
         }
     }
 

@@ -1,5 +1,6 @@
-//! Integration-test harness: real tansu brokers started through `scripts/tansu.sh` (the one
-//! script setup.sh and CI use too), per-test topics and databases, and deadline polling.
+//! Integration-test harness: real Apache Kafka clusters started through `scripts/kafka.sh`
+//! (the one script setup.sh and CI use too), per-test topics and databases, and deadline
+//! polling.
 
 use std::future::Future;
 use std::net::TcpListener;
@@ -21,111 +22,186 @@ pub fn repo_root() -> PathBuf {
         .expect("repo root exists")
 }
 
-/// A tansu broker run by `scripts/tansu.sh` with its own data folder and ports.
+/// An Apache Kafka cluster (one KRaft node or three) run by `scripts/kafka.sh`, with its own
+/// data folder and free ports.
 #[derive(Debug)]
-pub struct Broker {
-    port: u16,
-    metrics_port: u16,
+pub struct Kafka {
+    bootstrap: String,
+    /// `None` for a cluster this process did not start (`KAFKA_BROKERS`).
     data: Option<PathBuf>,
 }
 
-impl Broker {
-    /// Starts a new broker on free ports in a fresh data folder.
-    pub fn start_new() -> Broker {
-        let data = std::env::temp_dir().join(unique("tansu"));
-        let broker = Broker {
-            port: free_port(),
-            metrics_port: free_port(),
+/// How `kill_node` stops a node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Signal {
+    Kill,
+    Term,
+}
+
+impl Kafka {
+    /// Starts a new cluster of `nodes` (1 or 3) on free ports in a fresh data folder.
+    pub fn start_new(nodes: u8) -> Kafka {
+        let data = std::env::temp_dir().join(unique("kafka"));
+        let out = kafka_sh(
+            &[
+                "start",
+                "--nodes",
+                &nodes.to_string(),
+                // nextest runs every test in its own process and the shared cluster lives in
+                // a static that is never dropped: the script's watchdog stops the cluster and
+                // deletes its folder once this process has exited.
+                "--owner",
+                &std::process::id().to_string(),
+            ],
+            &data,
+        );
+        let bootstrap = out
+            .lines()
+            .last()
+            .expect("scripts/kafka.sh start prints the bootstrap servers last")
+            .trim()
+            .to_owned();
+        Kafka {
+            bootstrap,
             data: Some(data),
-        };
-        broker.start();
-        broker
+        }
     }
 
-    /// `host:port` for `bootstrap.servers`.
+    /// `host:port[,host:port…]` for `bootstrap.servers`.
     pub fn brokers(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
+        self.bootstrap.clone()
     }
 
-    /// (Re)starts the broker on the same port and data (the log survives).
+    /// Starts the stopped cluster again on the same ports and data (the log survives).
     pub fn start(&self) {
-        self.script("start");
+        kafka_sh(&["start"], self.data());
     }
 
-    /// Stops the broker process (SIGTERM, then SIGKILL after a deadline).
+    /// Stops every node (SIGTERM, then SIGKILL after a deadline); the data stays.
     pub fn stop(&self) {
-        self.script("stop");
+        kafka_sh(&["stop"], self.data());
     }
 
-    fn script(&self, action: &str) {
-        let Some(data) = &self.data else {
-            panic!("cannot {action} an external broker (KAFKA_BROKERS)");
+    /// Signals node `id` (the id Kafka reports as a partition's leader) and waits until it
+    /// has exited.
+    pub fn kill_node(&self, id: i32, signal: Signal) {
+        let signal = match signal {
+            Signal::Kill => "KILL",
+            Signal::Term => "TERM",
         };
-        let status = Command::new(repo_root().join("scripts/tansu.sh"))
-            .arg(action)
-            .arg("--port")
-            .arg(self.port.to_string())
-            .arg("--metrics-port")
-            .arg(self.metrics_port.to_string())
-            .arg("--data")
-            .arg(data)
-            // The shared broker lives in a static that is never dropped, and nextest runs
-            // every test in its own process: the script's watchdog stops the broker and
-            // deletes its temporary folder once this process has exited.
-            .arg("--owner")
-            .arg(std::process::id().to_string())
-            .status()
-            .expect("run scripts/tansu.sh");
-        assert!(status.success(), "scripts/tansu.sh {action} failed");
+        kafka_sh(
+            &["kill-node", &id.to_string(), "--signal", signal],
+            self.data(),
+        );
+    }
+
+    /// Starts node `id` again and waits until the cluster reports every node.
+    pub fn restart_node(&self, id: i32) {
+        kafka_sh(&["restart-node", &id.to_string()], self.data());
+    }
+
+    fn data(&self) -> &PathBuf {
+        self.data
+            .as_ref()
+            .expect("cannot control an external cluster (KAFKA_BROKERS)")
     }
 }
 
-impl Drop for Broker {
+/// Runs `scripts/kafka.sh ARGS --data DATA`; panics on failure; returns its standard output.
+fn kafka_sh(args: &[&str], data: &PathBuf) -> String {
+    let out = Command::new(repo_root().join("scripts/kafka.sh"))
+        .args(args)
+        .arg("--data")
+        .arg(data)
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .expect("run scripts/kafka.sh");
+    assert!(
+        out.status.success(),
+        "scripts/kafka.sh {} failed ({})",
+        args.join(" "),
+        out.status
+    );
+    String::from_utf8(out.stdout).expect("utf-8 output")
+}
+
+impl Drop for Kafka {
     fn drop(&mut self) {
         if let Some(data) = &self.data {
-            let _ = Command::new(repo_root().join("scripts/tansu.sh"))
-                .args(["stop", "--data"])
+            let _ = Command::new(repo_root().join("scripts/kafka.sh"))
+                .args(["stop", "--delete", "--data"])
                 .arg(data)
                 .status();
-            let _ = std::fs::remove_dir_all(data);
         }
     }
 }
 
-/// The broker shared by a test binary: `KAFKA_BROKERS` when set (the test runner starts
-/// one), otherwise one started for this process. Tests isolate themselves by topic.
-pub fn broker() -> &'static Broker {
-    static SHARED: OnceLock<Broker> = OnceLock::new();
+/// The one-node cluster shared by a test binary: `KAFKA_BROKERS` when set (the test runner
+/// starts one), otherwise one started for this process. Tests isolate themselves by topic.
+pub fn broker() -> &'static Kafka {
+    static SHARED: OnceLock<Kafka> = OnceLock::new();
     SHARED.get_or_init(|| match std::env::var("KAFKA_BROKERS") {
-        Ok(list) if !list.is_empty() => {
-            let port = list
-                .split(',')
-                .next()
-                .and_then(|b| b.rsplit(':').next())
-                .and_then(|p| p.parse().ok())
-                .expect("KAFKA_BROKERS is host:port");
-            Broker {
-                port,
-                metrics_port: 0,
-                data: None,
-            }
-        }
-        _ => Broker::start_new(),
+        Ok(list) if !list.is_empty() => Kafka {
+            bootstrap: list,
+            data: None,
+        },
+        _ => Kafka::start_new(1),
     })
 }
 
-/// A broker of the test's own, for tests that stop and start it.
-pub fn dedicated_broker() -> Broker {
-    Broker::start_new()
+/// A one-node cluster of the test's own, for tests that stop and start it.
+pub fn dedicated_broker() -> Kafka {
+    Kafka::start_new(1)
 }
 
-/// Creates a topic (waiting until the broker accepts admin requests); an existing topic is fine.
+/// A three-node cluster of the test's own (replication 3, `min.insync.replicas` 2).
+pub fn three_node_cluster() -> Kafka {
+    Kafka::start_new(3)
+}
+
+/// The node id leading `topic`'s `partition`, from a metadata request (`None` while the
+/// partition has no leader).
+pub fn partition_leader(brokers: &str, topic: &str, partition: i32) -> Option<i32> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .expect("metadata client");
+    let metadata = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .ok()?;
+    let leader = metadata
+        .topics()
+        .first()?
+        .partitions()
+        .iter()
+        .find(|p| p.id() == partition)?
+        .leader();
+    (leader >= 0).then_some(leader)
+}
+
+/// Creates a topic with one replica (waiting until the broker accepts admin requests); an
+/// existing topic is fine.
 pub async fn create_topic(brokers: &str, name: &str, partitions: i32) {
+    create_replicated_topic(brokers, name, partitions, 1, 1).await;
+}
+
+/// Creates a topic with `replication` copies, of which `min_insync` must acknowledge an
+/// acks=all write; an existing topic is fine.
+pub async fn create_replicated_topic(
+    brokers: &str,
+    name: &str,
+    partitions: i32,
+    replication: i32,
+    min_insync: u8,
+) {
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .create()
         .expect("admin client");
-    let topic = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
+    let min_insync = min_insync.to_string();
+    let topic = NewTopic::new(name, partitions, TopicReplication::Fixed(replication))
+        .set("min.insync.replicas", &min_insync);
     let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {

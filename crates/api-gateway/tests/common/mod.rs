@@ -1,5 +1,5 @@
 //! Shared helpers for the gateway's integration tests: a gateway on a fresh topic of the
-//! shared tansu broker, request builders and a topic reader.
+//! shared Apache Kafka broker, request builders and a topic reader.
 #![allow(dead_code, unreachable_pub)]
 
 use std::net::SocketAddr;
