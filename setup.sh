@@ -34,9 +34,9 @@ PROMETHEUS_PORT=${PROMETHEUS_PORT:-9090}
 DATABASE_URL=${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/logs}
 REDIS_URL=${REDIS_URL-redis://127.0.0.1:6379}
 SETUP_SERVICES=${SETUP_SERVICES:-api-gateway log-consumer}
-TOPIC=log-events
-DLQ_TOPIC=log-events.dlq
-GROUP=log-consumer-group
+TOPIC="log-events"
+DLQ_TOPIC="log-events.dlq"
+GROUP="log-consumer-group"
 
 KAFKA_DATA="$RUN_DIR/kafka"
 kafka_sh() { "$ROOT/scripts/kafka.sh" "$@" --data "$KAFKA_DATA"; }

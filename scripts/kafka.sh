@@ -417,7 +417,7 @@ do_status() {
 check_node_arg() {
   [ -n "$arg" ] || die "$cmd needs a node id"
   case "$arg" in *[!0-9]*) die "node id must be a number (got $arg)" ;; esac
-  [ "$arg" -ge 1 ] && [ "$arg" -le "$NODES" ] || die "node $arg is not in this $NODES-node cluster"
+  if [ "$arg" -lt 1 ] || [ "$arg" -gt "$NODES" ]; then die "node $arg is not in this $NODES-node cluster"; fi
 }
 
 do_kill_node() {
