@@ -35,6 +35,7 @@ RUN_DIR=$TMP/run
 
 started=$SECONDS
 current="setup"
+NEXTEST_VERSION=0.9.151
 
 cleanup() {
   local rc=$?
@@ -89,6 +90,13 @@ log "shared Apache Kafka node for the tests: KAFKA_BROKERS=$KAFKA_BROKERS (start
 phase "cargo fmt --all --check" cargo fmt --all --check
 phase "cargo clippy --workspace --all-targets -- -D warnings" \
   cargo clippy --workspace --all-targets -- -D warnings
+if ! cargo nextest --version >/dev/null 2>&1; then
+  t0=$SECONDS
+  step "installing cargo-nextest $NEXTEST_VERSION with cargo (a few minutes, once; cached in ~/.cargo/bin)"
+  cargo install cargo-nextest --locked --version "$NEXTEST_VERSION" >&2 \
+    || warn "cargo install cargo-nextest failed: the tests run with cargo test instead"
+  log "cargo-nextest step took $((SECONDS - t0))s"
+fi
 if cargo nextest --version >/dev/null 2>&1; then
   phase "cargo nextest run --workspace --no-fail-fast" cargo nextest run --workspace --no-fail-fast
 else
