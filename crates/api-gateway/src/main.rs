@@ -13,7 +13,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 async fn main() -> anyhow::Result<()> {
     let cfg = Config::parse();
     service_runtime::init_logging(&cfg.log_format);
-    tracing::info!(addr = %cfg.addr, brokers = %cfg.kafka_brokers, topic = %cfg.kafka_topic, "starting api-gateway");
+    tracing::info!(addr = %cfg.addr, brokers = %cfg.kafka_brokers, topic = %cfg.kafka_topic, librdkafka = %service_runtime::librdkafka_version(), "starting api-gateway");
     let app = Application::build(cfg).await?;
     tracing::info!(addr = %app.local_addr(), "listening");
     app.run_until_stopped(shutdown_signal()).await

@@ -21,6 +21,11 @@ pub fn init_logging(format: &str) {
     };
 }
 
+/// The bundled librdkafka's version string (e.g. "2.12.1"), for the start-up log line.
+pub fn librdkafka_version() -> String {
+    rdkafka::util::get_rdkafka_version().1
+}
+
 /// Forwards one librdkafka log line to tracing (target `librdkafka`).
 pub fn kafka_log(level: RDKafkaLogLevel, fac: &str, message: &str) {
     match level {
@@ -73,5 +78,20 @@ pub async fn shutdown_signal() {
     tokio::select! {
         () = ctrl_c => {},
         () = term => {},
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// librdkafka 2.10.0 has a reconnect loop after broker restarts (fixed in 2.10.1,
+    /// librdkafka#5088): the bundled library must be newer.
+    #[test]
+    fn bundled_librdkafka_is_at_least_2_10_1() {
+        let (hex, text) = rdkafka::util::get_rdkafka_version();
+        assert!(
+            hex >= 0x020a_01ff,
+            "librdkafka {text} ({hex:#x}) is older than 2.10.1"
+        );
+        assert_eq!(text, super::librdkafka_version());
     }
 }
