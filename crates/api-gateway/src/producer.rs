@@ -4,7 +4,6 @@
 use std::time::{Duration, Instant};
 
 use log_event::LogEvent;
-use rdkafka::config::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
 use rdkafka::util::Timeout;
@@ -59,8 +58,8 @@ pub struct EventProducer {
 }
 
 impl EventProducer {
-    /// Builds the producer. Settings: idempotence (hence acks=all and safe retries),
-    /// murmur2 key hashing (same partition as Java clients for the same correlationId).
+    /// Builds the producer on the shared settings (`service_runtime::kafka_settings`:
+    /// idempotent, acks=all, murmur2 key hashing as Java clients do for a correlationId).
     ///
     /// The HTTP answer is bounded by `PRODUCE_TIMEOUT_MS` and librdkafka's
     /// `message.timeout.ms` ends 1.5 s earlier (`Config::message_timeout`): a record not
@@ -69,23 +68,15 @@ impl EventProducer {
     pub fn new(cfg: &Config) -> Result<Self, KafkaError> {
         let timeout = cfg.produce_timeout();
         let message_timeout = cfg.message_timeout();
-        let mut client = ClientConfig::new();
+        let mut client =
+            service_runtime::kafka_settings::producer(&cfg.kafka_brokers, "api-gateway");
         client
-            .set("bootstrap.servers", &cfg.kafka_brokers)
-            .set("client.id", "api-gateway")
-            .set("enable.idempotence", "true")
-            .set("acks", "all")
-            .set("partitioner", "murmur2_random")
             .set("linger.ms", cfg.kafka_linger_ms.to_string())
             .set("compression.type", &cfg.kafka_compression)
             .set(
                 "message.timeout.ms",
                 message_timeout.as_millis().to_string(),
-            )
-            .set("queue.buffering.max.messages", "200000")
-            .set("queue.buffering.max.kbytes", "262144")
-            .set("batch.num.messages", "10000")
-            .set("socket.keepalive.enable", "true");
+            );
         if let Some(debug) = &cfg.kafka_debug {
             client.set("debug", debug);
         }

@@ -8,7 +8,6 @@ use flow_control::Backoff;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::util::Timeout;
-use rdkafka::ClientConfig;
 use tokio::sync::mpsc;
 
 use crate::metrics;
@@ -22,13 +21,8 @@ pub struct DeadLetterTopic {
 
 impl DeadLetterTopic {
     pub fn new(brokers: &str, topic: String) -> Result<Self, rdkafka::error::KafkaError> {
-        let producer = ClientConfig::new()
-            .set("bootstrap.servers", brokers)
-            .set("client.id", "log-consumer-dlq")
-            .set("enable.idempotence", "true")
-            .set("acks", "all")
-            .set("linger.ms", "5")
-            .create()?;
+        let producer =
+            service_runtime::kafka_settings::producer(brokers, "log-consumer-dlq").create()?;
         Ok(Self { producer, topic })
     }
 

@@ -1,6 +1,5 @@
 //! Health and metrics over HTTP.
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use axum::extract::State;
@@ -39,35 +38,24 @@ pub fn router(state: HttpState) -> Router {
 
 async fn health(State(s): State<HttpState>) -> Response {
     let (size, idle, waiting, max) = s.db.usage();
-    let last_commit_age = s
-        .shared
-        .last_commit
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .map(|t| (t.elapsed().as_secs_f64() * 10.0).round() / 10.0);
-    let assigned = s
-        .shared
-        .assigned
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .clone();
+    let h = s.shared.health();
     Json(json!({
         "status": "up",
-        "breaker": s.shared.breaker_state().as_str(),
-        "inFlight": s.shared.in_flight.load(Ordering::Relaxed),
-        "inFlightPeak": s.shared.in_flight_peak.load(Ordering::Relaxed),
-        "maxInFlight": s.shared.max_in_flight,
-        "paused": s.shared.paused.load(Ordering::Relaxed),
-        "assignedPartitions": assigned,
-        "rebalances": s.shared.rebalances.load(Ordering::Relaxed),
-        "lastCommitAgeSeconds": last_commit_age,
+        "breaker": h.breaker.as_str(),
+        "inFlight": h.in_flight,
+        "inFlightPeak": h.in_flight_peak,
+        "maxInFlight": h.max_in_flight,
+        "paused": h.paused,
+        "assignedPartitions": h.assigned,
+        "rebalances": h.rebalances,
+        "lastCommitAgeSeconds": h.last_commit_age.map(|d| (d.as_secs_f64() * 10.0).round() / 10.0),
         "pool": {"size": size, "idle": idle, "waiting": waiting, "max": max},
     }))
     .into_response()
 }
 
 async fn ready(State(s): State<HttpState>) -> Response {
-    let subscribed = s.shared.subscribed.load(Ordering::Relaxed);
+    let subscribed = s.shared.health().subscribed;
     if subscribed && s.db.ping().await {
         Json(json!({"status": "ready"})).into_response()
     } else {

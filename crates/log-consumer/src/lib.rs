@@ -90,13 +90,7 @@ impl Application {
             db: self.db.clone(),
             metrics: self.metrics.clone(),
         };
-        let upkeep = self.metrics.clone();
-        let upkeep_task = tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(Duration::from_secs(5)).await;
-                upkeep.run_upkeep();
-            }
-        });
+        let upkeep_task = service_runtime::spawn_metrics_upkeep(self.metrics.clone());
         let server = tokio::spawn(axum::serve(self.listener, http::router(state)).into_future());
         let result = pipeline::run(self.cfg, self.db, self.shared, shutdown).await;
         server.abort();

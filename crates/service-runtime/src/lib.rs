@@ -1,5 +1,8 @@
 //! Process plumbing shared by api-gateway and log-consumer: structured logging set-up,
-//! librdkafka's logs and errors forwarded into tracing, and the shutdown signal.
+//! librdkafka's logs and errors forwarded into tracing, the librdkafka settings they share
+//! (`kafka_settings`), the metrics upkeep loop, and the shutdown signal.
+
+pub mod kafka_settings;
 
 use rdkafka::client::ClientContext;
 use rdkafka::config::RDKafkaLogLevel;
@@ -61,6 +64,19 @@ impl ClientContext for TracingContext {
 }
 
 impl ConsumerContext for TracingContext {}
+
+/// Runs the Prometheus recorder's upkeep (draining histogram buckets) every 5 s, for as long
+/// as the returned task is not aborted.
+pub fn spawn_metrics_upkeep(
+    handle: metrics_exporter_prometheus::PrometheusHandle,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+            handle.run_upkeep();
+        }
+    })
+}
 
 /// Resolves on SIGTERM or SIGINT.
 pub async fn shutdown_signal() {

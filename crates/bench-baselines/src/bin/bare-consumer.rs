@@ -4,7 +4,6 @@
 //! consumer can drain a backlog faster on the same broker. Prints one JSON line.
 
 use clap::Parser;
-use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{Offset, TopicPartitionList};
 use std::time::{Duration, Instant};
@@ -32,19 +31,18 @@ struct Args {
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse();
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &args.brokers)
-        .set("group.id", "bench-bare-consumer")
-        .set("client.id", "bench-bare-consumer")
-        .set("enable.auto.commit", "false")
-        .set("enable.auto.offset.store", "false")
-        .set("fetch.wait.max.ms", args.fetch_wait_max_ms.to_string())
-        .set("queued.min.messages", "20000")
-        .set(
-            "max.partition.fetch.bytes",
-            args.max_partition_fetch_bytes.to_string(),
-        )
-        .create()?;
+    // The consumer's own settings (service_runtime::kafka_settings), fetch tuning on top.
+    let consumer: BaseConsumer = service_runtime::kafka_settings::consumer(
+        &args.brokers,
+        "bench-bare-consumer",
+        "bench-bare-consumer",
+    )
+    .set("fetch.wait.max.ms", args.fetch_wait_max_ms.to_string())
+    .set(
+        "max.partition.fetch.bytes",
+        args.max_partition_fetch_bytes.to_string(),
+    )
+    .create()?;
     let metadata = consumer
         .client()
         .fetch_metadata(Some(&args.topic), Duration::from_secs(30))?;

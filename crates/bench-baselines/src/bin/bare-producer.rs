@@ -12,7 +12,6 @@
 
 use bench_baselines::{generated_record, percentiles};
 use clap::Parser;
-use rdkafka::config::ClientConfig;
 use rdkafka::error::KafkaError;
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
 use rdkafka::types::RDKafkaErrorCode;
@@ -118,18 +117,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let counter = Arc::new(Counter::default());
     let start = Instant::now();
-    let producer: BaseProducer<Ctx> = ClientConfig::new()
-        .set("bootstrap.servers", &args.brokers)
-        .set("client.id", "bench-bare-producer")
-        .set("enable.idempotence", "true")
-        .set("acks", "all")
-        .set("partitioner", "murmur2_random")
-        .set("linger.ms", args.linger_ms.to_string())
-        .set("compression.type", "none")
-        .set("queue.buffering.max.messages", "200000")
-        .set("queue.buffering.max.kbytes", "262144")
-        .set("batch.num.messages", "10000")
-        .create_with_context(Ctx(counter.clone(), start))?;
+    // The gateway's own settings (service_runtime::kafka_settings), not a copy of them.
+    let producer: BaseProducer<Ctx> =
+        service_runtime::kafka_settings::producer(&args.brokers, "bench-bare-producer")
+            .set("linger.ms", args.linger_ms.to_string())
+            .create_with_context(Ctx(counter.clone(), start))?;
     // Metadata first, so connection set-up is not timed (the gateway is ready before load).
     producer
         .client()
