@@ -62,13 +62,7 @@ say "building release binaries (no-op when up to date)"
 cargo build --release -q -p api-gateway -p log-consumer -p bench-baselines
 BIN=$ROOT/target/release
 say "starting Apache Kafka (one node, data in $KAFKA_DATA)"
-# --owner: should this script be killed before its cleanup runs, the cluster stops and its
-# folder goes anyway (not with BENCH_KEEP_DATA=1, which keeps the folder).
-OWNER=(--owner "$$")
-[ "${BENCH_KEEP_DATA:-0}" = 1 ] && OWNER=()
-BROKERS=$(scripts/kafka.sh start --data "$KAFKA_DATA" --nodes 1 "${OWNER[@]}" 2>"$RUN/kafka-start.log" | tail -n 1) ||
-  { tail -n 20 "$RUN/kafka-start.log" >&2; say "error: scripts/kafka.sh start failed (log: $RUN/kafka-start.log)"; exit 1; }
-[ -n "$BROKERS" ] || { say "error: scripts/kafka.sh start printed no bootstrap servers"; exit 1; }
+BROKERS=$(start_bench_broker "$KAFKA_DATA" "$RUN/kafka-start.log")
 scripts/kafka.sh create-topic side --partitions 3 --data "$KAFKA_DATA" 2>>"$RUN/kafka-start.log"
 psql -h 127.0.0.1 -U postgres -qAtc "CREATE DATABASE $DB" >/dev/null
 GROUP=side-$DB

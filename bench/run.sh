@@ -94,13 +94,7 @@ cargo build --release -q -p api-gateway -p log-consumer -p bench-baselines
 BIN=$ROOT/target/release
 
 say "starting Apache Kafka (one node, data in $KAFKA_DATA)"
-# --owner: should this script be killed before its cleanup runs, the cluster stops and its
-# folder goes anyway (not with BENCH_KEEP_DATA=1, which keeps the folder).
-OWNER=(--owner "$$")
-[ "${BENCH_KEEP_DATA:-0}" = 1 ] && OWNER=()
-BROKERS=$(scripts/kafka.sh start --data "$KAFKA_DATA" --nodes 1 "${OWNER[@]}" 2>"$RUN/kafka-start.log" | tail -n 1) ||
-  { tail -n 20 "$RUN/kafka-start.log" >&2; die "scripts/kafka.sh start failed (log: $RUN/kafka-start.log)"; }
-[ -n "$BROKERS" ] || die "scripts/kafka.sh start printed no bootstrap servers (log: $RUN/kafka-start.log)"
+BROKERS=$(start_bench_broker "$KAFKA_DATA" "$RUN/kafka-start.log")
 # The broker's CPU accounting (cpu_s) reads the node's java process.
 BROKER_PID=$(cat "$KAFKA_DATA/node-1/pid")
 say "Apache Kafka $KAFKA_VERSION at $BROKERS (pid $BROKER_PID)"

@@ -54,8 +54,13 @@ env: KAFKA_HEAP_OPTS ["-Xms256m -Xmx512m"], KAFKA_CACHE (where the jars go)
 USAGE
 }
 
-say() { printf '[kafka] %s\n' "$*" >&2; }
-die() { say "error: $*"; exit 1; }
+# Progress lines, die, as_root, apt_install, free_port and tcp_answers come from lib.sh; its
+# run files (the apt log) go under the cache, not the caller's working directory.
+LIB_TAG=kafka
+RUN_DIR=${XDG_CACHE_HOME:-$HOME/.cache}/log-ingest
+# shellcheck source=scripts/lib.sh
+. "$HERE/lib.sh"
+say() { log "$@"; }
 
 cmd=
 arg=
@@ -99,26 +104,6 @@ pom_hash=$(cat "$HERE/kafka/pom.xml" "$HERE/kafka/KafkaAdmin.java" | sha256sum |
 CACHE=${KAFKA_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/log-ingest/kafka-$KAFKA_VERSION-$pom_hash}
 HEAP_OPTS=${KAFKA_HEAP_OPTS:--Xms256m -Xmx512m}
 
-as_root() {
-  if [ "$(id -u)" = 0 ]; then "$@"
-  elif command -v sudo >/dev/null; then sudo "$@"
-  else die "need root (or sudo) to run: $*"
-  fi
-}
-
-apt_updated=
-apt_install() {
-  command -v apt-get >/dev/null || die "apt-get not found: install $* with your package manager"
-  if [ -z "$apt_updated" ]; then
-    say "apt-get update"
-    as_root apt-get update -qq >&2 || die "apt-get update failed"
-    apt_updated=1
-  fi
-  say "apt-get install $*"
-  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >&2 \
-    || die "apt-get install $* failed"
-}
-
 java_major() {
   java -version 2>&1 | sed -n 's/.*version "\([0-9]*\).*/\1/p' | head -n 1
 }
@@ -159,11 +144,7 @@ need_data() {
   data=$(cd "$data" && pwd)
 }
 
-free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
-}
-
-port_taken() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+port_taken() { tcp_answers 127.0.0.1 "$1"; }
 
 # cluster.env in the data folder records what start chose: NODES, CLUSTER_ID, PORTS, CONTROLLER_PORTS.
 load_cluster() {

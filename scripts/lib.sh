@@ -283,6 +283,19 @@ stop_pidfile() {
   rm -f "$pidfile"
 }
 
+# start_bench_broker DATA LOG: starts a benchmark's own one-node Apache Kafka in DATA (progress
+# in LOG) and prints its bootstrap servers; dies with the log's tail when it does not come up.
+# With --owner, should the bench be killed before its cleanup runs, the cluster stops and its
+# folder goes anyway (not with BENCH_KEEP_DATA=1, which keeps the folder).
+start_bench_broker() {
+  local data=$1 start_log=$2 owner_flag=(--owner "$$") brokers
+  [ "${BENCH_KEEP_DATA:-0}" = 1 ] && owner_flag=()
+  brokers=$(scripts/kafka.sh start --data "$data" --nodes 1 "${owner_flag[@]}" 2>"$start_log" | tail -n 1) ||
+    { tail -n 20 "$start_log" >&2; die "scripts/kafka.sh start failed (log: $start_log)"; }
+  [ -n "$brokers" ] || die "scripts/kafka.sh start printed no bootstrap servers (log: $start_log)"
+  echo "$brokers"
+}
+
 # stop_bench_broker DATA: stops a benchmark's own Kafka cluster (scripts/kafka.sh start --data
 # DATA) and deletes its folder, gigabytes after a full run, unless BENCH_KEEP_DATA=1. Each
 # node's server.log is kept beside it first (DATA-node-N.log), so the broker's log stays in

@@ -244,37 +244,40 @@ impl CircuitBreaker {
         100.0 * n as f64 / self.window.len() as f64
     }
 
-    /// Whether enough calls are recorded for the rates to mean something: `minimum_calls`
-    /// while closed, all trial results while half-open (so None there: a full set of trial
-    /// results moves the breaker on at once).
-    fn rates_known(&self) -> bool {
-        let minimum = match self.inner {
-            Inner::Closed => self.cfg.minimum_calls,
-            Inner::HalfOpen { .. } => self.cfg.half_open_calls,
-            Inner::Open { .. } => return false,
-        };
-        self.window.len() >= minimum
-    }
-
     fn over_threshold(&self) -> bool {
         self.rate(|c| c.failed) >= self.cfg.failure_rate_threshold
             || self.rate(|c| c.slow) >= self.cfg.slow_call_rate_threshold
-    }
-
-    /// Percent of failed calls in the window (None below the minimum number of calls).
-    pub fn failure_rate(&self) -> Option<f64> {
-        self.rates_known().then(|| self.rate(|c| c.failed))
-    }
-
-    /// Percent of slow calls in the window (None below the minimum number of calls).
-    pub fn slow_call_rate(&self) -> Option<f64> {
-        self.rates_known().then(|| self.rate(|c| c.slow))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The window's rates, read by the tests only.
+    impl CircuitBreaker {
+        /// Whether enough calls are recorded for the rates to mean something: `minimum_calls`
+        /// while closed, all trial results while half-open (so None there: a full set of trial
+        /// results moves the breaker on at once).
+        fn rates_known(&self) -> bool {
+            let minimum = match self.inner {
+                Inner::Closed => self.cfg.minimum_calls,
+                Inner::HalfOpen { .. } => self.cfg.half_open_calls,
+                Inner::Open { .. } => return false,
+            };
+            self.window.len() >= minimum
+        }
+
+        /// Percent of failed calls in the window (None below the minimum number of calls).
+        pub fn failure_rate(&self) -> Option<f64> {
+            self.rates_known().then(|| self.rate(|c| c.failed))
+        }
+
+        /// Percent of slow calls in the window (None below the minimum number of calls).
+        pub fn slow_call_rate(&self) -> Option<f64> {
+            self.rates_known().then(|| self.rate(|c| c.slow))
+        }
+    }
 
     const FAST: Duration = Duration::from_millis(10);
     const SLOW: Duration = Duration::from_millis(2001);

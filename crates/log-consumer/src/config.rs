@@ -55,10 +55,9 @@ pub struct Config {
     pub max_in_flight: usize,
 
     /// Pause the assigned partitions once in-flight has stayed at the limit this long, in
-    /// milliseconds. Below it the consumer just stops taking messages: pausing discards
-    /// librdkafka's prefetched records, and re-fetching them after every resume cut a
-    /// backlog's drain rate about tenfold. Paused, it keeps polling, so a database that
-    /// stays slow never gets it evicted by `max.poll.interval.ms`.
+    /// milliseconds; until then the consumer only stops taking messages, since pausing
+    /// discards librdkafka's prefetched records (bench/optimisations.md, entry 1). Paused,
+    /// it keeps polling, so `max.poll.interval.ms` never evicts it.
     #[arg(long, env = "PAUSE_AFTER_FULL_MS", default_value_t = 1000)]
     pub pause_after_full_ms: u64,
 

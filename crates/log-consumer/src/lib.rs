@@ -66,18 +66,9 @@ impl Application {
         })
     }
 
+    /// The bound health/metrics address (useful with `CONSUMER_ADDR=...:0`).
     pub fn http_addr(&self) -> SocketAddr {
         self.listener.local_addr().expect("bound")
-    }
-
-    /// The bound HTTP port (useful with `CONSUMER_ADDR=...:0`).
-    pub fn http_port(&self) -> u16 {
-        self.http_addr().port()
-    }
-
-    /// State shared with health (tests read it).
-    pub fn shared(&self) -> Arc<pipeline::Shared> {
-        self.shared.clone()
     }
 
     /// Consumes until `shutdown`, then commits what is durable and returns.

@@ -82,41 +82,27 @@ impl FieldError {
 }
 
 /// Why a single event was refused.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum EventError {
     /// The bytes are not JSON.
+    #[error("malformed JSON at line {line}, column {column}: {reason}")]
     Malformed {
         line: usize,
         column: usize,
         reason: String,
     },
     /// Valid JSON, but one or more fields break the rules (every one is listed).
+    #[error("invalid event:{}", list(.0))]
     Invalid(Vec<FieldError>),
 }
 
-impl std::fmt::Display for EventError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            EventError::Malformed {
-                line,
-                column,
-                reason,
-            } => write!(
-                f,
-                "malformed JSON at line {line}, column {column}: {reason}"
-            ),
-            EventError::Invalid(errors) => {
-                write!(f, "invalid event:")?;
-                for e in errors {
-                    write!(f, " {}: {};", e.field, e.reason)?;
-                }
-                Ok(())
-            }
-        }
-    }
+/// " field: reason;" for each error, as the Invalid message lists them.
+fn list(errors: &[FieldError]) -> String {
+    errors
+        .iter()
+        .map(|e| format!(" {}: {};", e.field, e.reason))
+        .collect()
 }
-
-impl std::error::Error for EventError {}
 
 /// Which rules apply: client input (no `receivedAt`, optional `eventId`) or a Kafka record
 /// written by the gateway (both required).

@@ -174,37 +174,17 @@ pub(crate) fn parse(
         return Err(EventError::Invalid(errors));
     }
     // Every `None` above pushed an error, so all are present here.
-    match (
-        event_id,
-        correlation_id,
-        severity,
-        message,
-        source,
-        timestamp,
-        attributes,
-        received_at,
-    ) {
-        (
-            Some(event_id),
-            Some(correlation_id),
-            Some(severity),
-            Some(message),
-            Some(source),
-            Some(timestamp),
-            Some(attributes),
-            Some(received_at),
-        ) => Ok(LogEvent {
-            event_id: event_id.unwrap_or_else(Uuid::now_v7),
-            correlation_id,
-            severity,
-            message,
-            source,
-            timestamp,
-            attributes,
-            received_at,
-        }),
-        _ => unreachable!("a missing field always records an error"),
-    }
+    const CHECKED: &str = "a missing field always records an error";
+    Ok(LogEvent {
+        event_id: event_id.expect(CHECKED).unwrap_or_else(Uuid::now_v7),
+        correlation_id: correlation_id.expect(CHECKED),
+        severity: severity.expect(CHECKED),
+        message: message.expect(CHECKED),
+        source: source.expect(CHECKED),
+        timestamp: timestamp.expect(CHECKED),
+        attributes: attributes.expect(CHECKED),
+        received_at: received_at.expect(CHECKED),
+    })
 }
 
 pub(crate) fn malformed(e: &serde_json::Error) -> EventError {

@@ -93,7 +93,6 @@ pub async fn run(
         batch: Vec::with_capacity(cfg.batch_size),
         batch_started: Instant::now(),
         last_commit: Instant::now(),
-        last_state: BreakerState::Closed,
         full_since: None,
         commit_every: Duration::from_millis(cfg.commit_interval_ms.max(50)),
         cfg,
@@ -133,7 +132,6 @@ struct Pipeline {
     batch_started: Instant,
     last_commit: Instant,
     commit_every: Duration,
-    last_state: BreakerState,
     full_since: Option<Instant>,
 }
 
@@ -141,15 +139,6 @@ impl Pipeline {
     /// Applies the flow decision (pause or resume) and says whether to take a message now.
     fn flow_control(&mut self, consumer: &StreamConsumer<Context>) -> bool {
         let state = self.shared.breaker_state();
-        if state != self.last_state {
-            tracing::warn!(
-                from = self.last_state.as_str(),
-                to = state.as_str(),
-                "database circuit breaker"
-            );
-            metrics::breaker(state);
-            self.last_state = state;
-        }
         let in_flight = self.shared.in_flight.load(Ordering::Relaxed);
         if in_flight < self.shared.max_in_flight {
             self.full_since = None;

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use flow_control::{Backoff, Outcome};
+use flow_control::{Backoff, Outcome, Transition};
 use tokio::sync::{mpsc, Semaphore};
 
 use super::shared::{lock, Shared};
@@ -62,13 +62,9 @@ impl Writer {
     }
 }
 
-/// Delays between a failed batch's retries: 100 ms doubling, at most 1 s.
-///
-/// The breaker, not this backoff, is what keeps the load off a database that is down (open,
-/// nothing is sent for `BREAKER_OPEN_SECS`). A long per-batch backoff only hides the outage
-/// from the breaker: after a window of 100 successes it takes 50 failures to open it, and
-/// with only `DB_CONCURRENCY` batches retrying, a 10 s cap meant over a minute of a dead
-/// database before the partitions were paused. At 1 s and 4 writers it takes about 10 s.
+/// Delays between a failed batch's retries: 100 ms doubling to 1 s, short so that a dead
+/// database reaches the breaker (which keeps the load off it) within about 10 s; the test
+/// below measures it.
 const WRITE_RETRY: Backoff = Backoff {
     initial: Duration::from_millis(100),
     max: Duration::from_secs(1),
@@ -82,20 +78,23 @@ async fn write_with_retry(rows: &[Row], db: &Db, shared: &Shared, topic: &str) -
     let mut attempt = 0u32;
     loop {
         let permitted = lock(&shared.breaker).try_acquire(Instant::now());
-        if let Err(np) = permitted {
-            tokio::time::sleep(
-                np.retry_in
-                    .clamp(Duration::from_millis(50), Duration::from_secs(1)),
-            )
-            .await;
-            continue;
+        match permitted {
+            Ok(transition) => report(transition),
+            Err(np) => {
+                tokio::time::sleep(
+                    np.retry_in
+                        .clamp(Duration::from_millis(50), Duration::from_secs(1)),
+                )
+                .await;
+                continue;
+            }
         }
         let started = Instant::now();
         let result = db.insert_batch(rows).await;
         let elapsed = started.elapsed();
         match result {
             Ok(inserted) => {
-                lock(&shared.breaker).on_result(Outcome::Success, elapsed, Instant::now());
+                report(lock(&shared.breaker).on_result(Outcome::Success, elapsed, Instant::now()));
                 metrics::batch(rows.len(), elapsed.as_secs_f64());
                 metrics::processed("stored", inserted);
                 metrics::processed(
@@ -105,7 +104,7 @@ async fn write_with_retry(rows: &[Row], db: &Db, shared: &Shared, topic: &str) -
                 return rows.iter().map(|r| (r.partition, r.offset)).collect();
             }
             Err(DbError::Transient(e)) => {
-                lock(&shared.breaker).on_result(Outcome::Failure, elapsed, Instant::now());
+                report(lock(&shared.breaker).on_result(Outcome::Failure, elapsed, Instant::now()));
                 metrics::db_error("transient");
                 if attempt % 10 == 0 {
                     tracing::warn!(error = %e, rows = rows.len(), attempt, "batch write failed; retrying");
@@ -115,7 +114,7 @@ async fn write_with_retry(rows: &[Row], db: &Db, shared: &Shared, topic: &str) -
             }
             Err(DbError::Permanent(e)) => {
                 // The database answered: it is healthy, the data is not.
-                lock(&shared.breaker).on_result(Outcome::Success, elapsed, Instant::now());
+                report(lock(&shared.breaker).on_result(Outcome::Success, elapsed, Instant::now()));
                 metrics::db_error("permanent");
                 if rows.len() == 1 {
                     dead_letter_row(&rows[0], &e, db, topic).await;
@@ -137,6 +136,19 @@ async fn write_with_retry(rows: &[Row], db: &Db, shared: &Shared, topic: &str) -
                 return done;
             }
         }
+    }
+}
+
+/// Logs and publishes a change of the database breaker's state where the write causing it
+/// happens.
+fn report(transition: Option<Transition>) {
+    if let Some(t) = transition {
+        tracing::warn!(
+            from = t.from.as_str(),
+            to = t.to.as_str(),
+            "database circuit breaker"
+        );
+        metrics::breaker(t.to);
     }
 }
 

@@ -1,7 +1,7 @@
 //! Benchmark (ignored by default): the consumer's batch insert against psql `\copy` of the
 //! same rows into an identical table. Goal: at least 0.7× COPY's rows/s.
 //!
-//! Run: `cargo test -p log-consumer --release --test insert_benchmark -- --ignored --nocapture`
+//! Run: `cargo test -p log-consumer --release --test consumer insert_benchmark -- --ignored --nocapture`
 //! (`BENCH_ROWS` sets the row count, default 200 000; needs `psql` on PATH).
 
 use std::process::Command;
