@@ -1,5 +1,6 @@
-//! Per-partition offset watermarks for at-least-once commits: records complete in any order,
-//! but the committed offset only ever advances over a contiguous run of finished records.
+//! Per-partition offset watermarks for at-least-once commits: records arrive and complete in
+//! any order, but the committed offset only ever advances over a contiguous run of finished
+//! records, and only for partitions that are assigned.
 
 use std::collections::{BTreeMap, VecDeque};
 
@@ -18,14 +19,18 @@ impl PartitionWatermark {
         Self::default()
     }
 
-    /// Tracks a received offset; false (ignored) if not above the last one, which is how a
-    /// redelivery of an already tracked record shows up.
+    /// Tracks a received offset, in whatever order offsets arrive; false (ignore the record)
+    /// only when the same offset is still tracked: pending (its first copy will finish it)
+    /// or durable behind an unfinished one.
+    /// An offset below others already seen (a seek or a reset moved the position back) is
+    /// tracked again: the commit point cannot pass it before it is durable (rows are
+    /// idempotent, so writing a record twice costs time, never correctness).
     pub fn received(&mut self, offset: i64) -> bool {
-        if self.last_received.is_some_and(|last| offset <= last) {
+        let Err(at) = self.pending.binary_search_by_key(&offset, |(o, _)| *o) else {
             return false;
-        }
-        self.pending.push_back((offset, false));
-        self.last_received = Some(offset);
+        };
+        self.pending.insert(at, (offset, false));
+        self.last_received = Some(self.last_received.map_or(offset, |last| last.max(offset)));
         true
     }
 
@@ -64,9 +69,14 @@ impl PartitionWatermark {
         self.committed = Some(offset);
     }
 
-    /// There is a commit point and it is not the one last committed.
+    /// There is a commit point beyond the one last committed (after a rewind the point can
+    /// fall below it for a while: committing that would only make a restart re-read more).
     pub fn needs_commit(&self) -> bool {
-        self.commit_point().is_some() && self.commit_point() != self.committed
+        match (self.commit_point(), self.committed) {
+            (Some(point), Some(committed)) => point > committed,
+            (Some(_), None) => true,
+            (None, _) => false,
+        }
     }
 
     /// Offsets between the commit point and the last received one: how far a restart would
@@ -91,12 +101,21 @@ impl OffsetTracker {
         Self::default()
     }
 
-    /// Tracks a received offset (see [`PartitionWatermark::received`]).
+    /// The partitions this consumer now owns: each starts afresh (its position may differ
+    /// from where this consumer left it), and every other partition's state is dropped.
+    pub fn assign(&mut self, partitions: &[i32]) {
+        self.partitions = partitions
+            .iter()
+            .map(|&p| (p, PartitionWatermark::new()))
+            .collect();
+    }
+
+    /// Tracks a received offset (see [`PartitionWatermark::received`]); false (ignore the
+    /// record, never commit it) for a partition that is not assigned.
     pub fn received(&mut self, partition: i32, offset: i64) -> bool {
         self.partitions
-            .entry(partition)
-            .or_default()
-            .received(offset)
+            .get_mut(&partition)
+            .is_some_and(|w| w.received(offset))
     }
 
     /// Marks an offset durable; false if the partition or offset is not pending.
@@ -131,11 +150,6 @@ impl OffsetTracker {
         } else {
             None
         }
-    }
-
-    /// Forgets a partition (e.g. after seeking back): the next offset starts afresh.
-    pub fn reset(&mut self, partition: i32) {
-        self.partitions.remove(&partition);
     }
 
     /// Received but not yet durable, over all partitions.
@@ -260,14 +274,58 @@ mod tests {
     fn unknown_duplicate_and_old_offsets() {
         let mut w = PartitionWatermark::new();
         assert!(w.received(3));
-        assert!(!w.received(3), "duplicate");
-        assert!(!w.received(1), "older");
-        assert_eq!(w.pending(), 1);
+        assert!(!w.received(3), "duplicate of a pending offset");
+        assert!(w.received(1), "older: tracked again, never dropped");
+        assert_eq!(w.pending(), 2);
         assert!(!w.completed(4), "never received");
         assert!(!w.completed(2), "never received, below");
         assert!(w.completed(3));
-        assert!(!w.completed(3), "already done and popped");
-        assert!(!w.received(3), "still older than the last received");
+        assert!(!w.completed(3), "already done");
+        assert_eq!(w.commit_point(), Some(1), "1 is not durable yet");
+        assert!(w.completed(1));
+        assert_eq!(w.commit_point(), Some(4));
+        assert!(
+            w.received(3),
+            "a redelivery of a durable offset is written again"
+        );
+        assert_eq!(w.commit_point(), Some(3));
+    }
+
+    /// The hole the old "ignore anything not above the last received" rule left: after the
+    /// position jumped ahead and then back (a seek, an offset reset), the skipped offsets were
+    /// dropped on arrival and the commit point passed them although they were never written.
+    #[test]
+    fn a_rewind_never_lets_the_commit_point_pass_an_unwritten_offset() {
+        let mut w = PartitionWatermark::new();
+        receive_all(&mut w, &[0, 1, 5]);
+        receive_all(&mut w, &[2, 3, 4]);
+        for o in [0, 1, 5] {
+            assert!(w.completed(o));
+        }
+        assert_eq!(w.commit_point(), Some(2), "2, 3 and 4 are not written yet");
+        for o in [4, 2] {
+            assert!(w.completed(o));
+        }
+        assert_eq!(w.commit_point(), Some(3));
+        assert!(w.completed(3));
+        assert_eq!(w.commit_point(), Some(6));
+    }
+
+    #[test]
+    fn a_rewind_below_the_committed_point_never_commits_backwards() {
+        let mut w = PartitionWatermark::new();
+        receive_all(&mut w, &[10, 11]);
+        assert!(w.completed(10) && w.completed(11));
+        w.mark_committed(12);
+        assert!(w.received(10), "the position moved back: 10 comes again");
+        assert_eq!(w.commit_point(), Some(10));
+        assert!(!w.needs_commit(), "12 stays committed");
+        assert!(w.completed(10));
+        assert!(!w.needs_commit());
+        assert!(w.received(12));
+        assert!(w.completed(12));
+        assert!(w.needs_commit());
+        assert_eq!(w.commit_point(), Some(13));
     }
 
     #[test]
@@ -306,6 +364,7 @@ mod tests {
     #[test]
     fn tracker_commits_only_moved_partitions() {
         let mut t = OffsetTracker::new();
+        t.assign(&[0, 1]);
         assert_eq!(t.to_commit(), vec![]);
         t.received(0, 0);
         t.received(0, 1);
@@ -328,6 +387,7 @@ mod tests {
     #[test]
     fn tracker_counts() {
         let mut t = OffsetTracker::new();
+        t.assign(&[1, 3, 7]);
         for o in 0..5 {
             t.received(3, o);
         }
@@ -345,11 +405,16 @@ mod tests {
         assert!(!t.completed(8, 0), "unknown partition");
         assert!(!t.received(3, 4), "per-partition duplicate");
         assert!(t.received(1, 4), "other partitions have their own order");
+        assert!(
+            !t.received(8, 0),
+            "not assigned: never tracked, never committed"
+        );
     }
 
     #[test]
     fn revoke_returns_the_durable_point_and_drops_state() {
         let mut t = OffsetTracker::new();
+        t.assign(&[0, 1]);
         for o in 0..3 {
             t.received(0, o);
             t.received(1, o);
@@ -362,21 +427,61 @@ mod tests {
         assert_eq!(t.revoke(1), None, "nothing new to commit");
         assert_eq!((t.pending(), t.commit_point(0)), (0, None));
         assert_eq!(t.to_commit(), vec![]);
+        assert!(!t.received(0, 0), "revoked: not tracked any more");
+        t.assign(&[0]);
         assert!(t.received(0, 0), "starts afresh after reassignment");
     }
 
     #[test]
-    fn reset_forgets_a_partition() {
+    fn assign_starts_afresh_and_drops_other_partitions() {
         let mut t = OffsetTracker::new();
+        t.assign(&[0, 1]);
         for o in 10..20 {
             t.received(0, o);
         }
         t.received(1, 0);
-        t.reset(0);
+        t.assign(&[0, 2]);
         assert_eq!((t.pending_in(0), t.commit_point(0)), (0, None));
-        assert_eq!(t.pending_in(1), 1, "other partitions untouched");
+        assert_eq!(t.pending_in(1), 0, "no longer assigned: state dropped");
+        assert!(!t.received(1, 1));
         assert!(t.received(0, 12), "a seek back is accepted");
         assert_eq!(t.commit_point(0), Some(12));
+        assert_eq!(t.partitions().collect::<Vec<_>>(), vec![0, 2]);
+    }
+
+    /// Any arrival order, duplicates included, then any completion order: the commit point
+    /// is always the smallest offset received but not yet durable.
+    #[test]
+    fn random_arrival_and_completion_orders_never_overshoot() {
+        let mut next = lcg(0xDEAD_BEEF);
+        for _ in 0..50 {
+            let mut w = PartitionWatermark::new();
+            let mut unfinished = std::collections::BTreeSet::new();
+            let mut durable = std::collections::BTreeSet::new();
+            for _ in 0..400 {
+                let offset = next(60) as i64;
+                if next(3) > 0 {
+                    if w.received(offset) {
+                        assert!(!unfinished.contains(&offset), "{offset} tracked twice");
+                        unfinished.insert(offset);
+                        durable.remove(&offset);
+                    } else {
+                        // Ignored only when its first copy finishes it or already did.
+                        assert!(unfinished.contains(&offset) || durable.contains(&offset));
+                    }
+                } else if let Some(&pick) = unfinished.iter().nth(next(unfinished.len().max(1))) {
+                    assert!(w.completed(pick));
+                    unfinished.remove(&pick);
+                    durable.insert(pick);
+                }
+                if let (Some(point), Some(&smallest)) = (w.commit_point(), unfinished.first()) {
+                    assert_eq!(point, smallest);
+                }
+                if let Some(point) = w.commit_point() {
+                    assert!((0..point).all(|o| !unfinished.contains(&o)));
+                }
+            }
+        }
     }
 
     /// Tiny LCG so the orders are fixed without a rand dependency.

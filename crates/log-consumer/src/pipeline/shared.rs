@@ -153,12 +153,8 @@ impl ConsumerContext for Context {
         };
         self.shared.rebalances.fetch_add(1, Ordering::Relaxed);
         let partitions: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
-        {
-            let mut tracker = lock(&self.shared.tracker);
-            for p in &partitions {
-                tracker.reset(*p);
-            }
-        }
+        // Only assigned partitions are tracked: a late record of another is never committed.
+        lock(&self.shared.tracker).assign(&partitions);
         tracing::info!(?partitions, "partitions assigned");
         metrics::assigned(partitions.len());
         *lock(&self.shared.assigned) = partitions;
