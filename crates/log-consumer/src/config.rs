@@ -81,6 +81,13 @@ pub struct Config {
     #[arg(long, env = "DB_ACQUIRE_TIMEOUT_MS", default_value_t = 5000)]
     pub db_acquire_timeout_ms: u64,
 
+    /// Longest one batch write may take, in milliseconds; past it the write counts as a
+    /// failure for the circuit breaker (a database that hangs without resetting the
+    /// connection must still open it) and the batch is retried. Also PostgreSQL's
+    /// `statement_timeout` on the writers' connections.
+    #[arg(long, env = "DB_WRITE_TIMEOUT_MS", default_value_t = 10_000)]
+    pub db_write_timeout_ms: u64,
+
     /// Seconds the circuit breaker stays open before trial calls.
     #[arg(long, env = "BREAKER_OPEN_SECS", default_value_t = 30)]
     pub breaker_open_secs: u64,
@@ -126,6 +133,10 @@ impl Config {
 
     pub fn pause_after_full(&self) -> Duration {
         Duration::from_millis(self.pause_after_full_ms)
+    }
+
+    pub fn db_write_timeout(&self) -> Duration {
+        Duration::from_millis(self.db_write_timeout_ms.max(1))
     }
 
     pub fn shutdown_grace(&self) -> Duration {
@@ -177,6 +188,7 @@ mod tests {
             ("DB_CONCURRENCY", "4"),
             ("DB_POOL_MAX", "20"),
             ("DB_ACQUIRE_TIMEOUT_MS", "5000"),
+            ("DB_WRITE_TIMEOUT_MS", "10000"),
             ("LOG_FORMAT", "json"),
         ];
         for (env, default) in expected {

@@ -97,18 +97,30 @@ pub struct Db {
 }
 
 impl Db {
-    /// Creates the database if missing, connects the pool (lazily: an unreachable server
-    /// at start-up is an outage to ride out, not a crash) and applies migrations.
-    pub async fn connect(url: &str, max: u32, acquire_timeout: Duration) -> Result<Db, Error> {
+    /// Creates the database if missing, applies migrations and connects the pool, whose
+    /// connections carry `statement_timeout` (a write the client gave up on must not keep
+    /// running, and holding a connection, on the server).
+    pub async fn connect(
+        url: &str,
+        max: u32,
+        acquire_timeout: Duration,
+        statement_timeout: Duration,
+    ) -> Result<Db, Error> {
         let options: PgConnectOptions = url.parse()?;
         create_database_if_missing(&options).await?;
+        // Migrations on a connection of their own, without the writers' statement timeout.
+        let mut migrations = sqlx::PgConnection::connect_with(&options).await?;
+        sqlx::migrate!("../../migrations")
+            .run(&mut migrations)
+            .await?;
+        migrations.close().await?;
+        let timeout_ms = statement_timeout.as_millis().to_string();
         let pool = PgPoolOptions::new()
             .max_connections(max)
             .min_connections(0)
             .acquire_timeout(acquire_timeout)
-            .connect_with(options)
+            .connect_with(options.options([("statement_timeout", timeout_ms.as_str())]))
             .await?;
-        sqlx::migrate!("../../migrations").run(&pool).await?;
         Ok(Db {
             pool,
             waiting: Arc::new(AtomicUsize::new(0)),

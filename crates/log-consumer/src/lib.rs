@@ -51,6 +51,7 @@ impl Application {
             &cfg.database_url,
             cfg.db_pool_max,
             Duration::from_millis(cfg.db_acquire_timeout_ms),
+            cfg.db_write_timeout(),
         )
         .await?;
         let shared = pipeline::Shared::new(&cfg);

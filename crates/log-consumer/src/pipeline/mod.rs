@@ -84,6 +84,7 @@ pub async fn run(
         writer: Writer::new(
             db.clone(),
             shared.clone(),
+            cfg.db_write_timeout(),
             cfg.db_concurrency,
             done_tx.clone(),
             topic.clone(),

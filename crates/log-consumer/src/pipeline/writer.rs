@@ -19,16 +19,19 @@ pub(crate) type Done = Vec<(i32, i64)>;
 pub(crate) struct Writer {
     db: Db,
     shared: Arc<Shared>,
+    timeout: Duration,
     slots: Arc<Semaphore>,
     done: mpsc::Sender<Done>,
     topic: String,
 }
 
 impl Writer {
-    /// At most `concurrency` batches write at once; finished batches go to `done`.
+    /// At most `concurrency` batches write at once, each attempt bounded by `timeout`;
+    /// finished batches go to `done`.
     pub(crate) fn new(
         db: Db,
         shared: Arc<Shared>,
+        timeout: Duration,
         concurrency: usize,
         done: mpsc::Sender<Done>,
         topic: String,
@@ -36,6 +39,7 @@ impl Writer {
         Writer {
             db,
             shared,
+            timeout,
             slots: Arc::new(Semaphore::new(concurrency.max(1))),
             done,
             topic,
@@ -46,6 +50,7 @@ impl Writer {
     /// consume loop never blocks (it must keep polling, pausing and committing during an
     /// outage). Waiting tasks are bounded because every batch holds in-flight events.
     pub(crate) fn spawn(&self, rows: Vec<Row>) {
+        let timeout = self.timeout;
         let (db, shared, done, topic, slots) = (
             self.db.clone(),
             self.shared.clone(),
@@ -55,7 +60,7 @@ impl Writer {
         );
         tokio::spawn(async move {
             let permit = slots.acquire_owned().await.expect("semaphore never closed");
-            let offsets = write_with_retry(&rows, &db, &shared, &topic).await;
+            let offsets = write_with_retry(&rows, &db, &shared, &topic, timeout).await;
             drop(permit);
             let _ = done.send(offsets).await;
         });
@@ -74,7 +79,13 @@ const WRITE_RETRY: Backoff = Backoff {
 /// Writes a batch until it is durable: transient failures are retried (through the
 /// breaker, with `WRITE_RETRY` between attempts) forever; a permanent failure splits the
 /// batch to isolate the bad rows, which go to `dead_letters`.
-async fn write_with_retry(rows: &[Row], db: &Db, shared: &Shared, topic: &str) -> Done {
+async fn write_with_retry(
+    rows: &[Row],
+    db: &Db,
+    shared: &Shared,
+    topic: &str,
+    timeout: Duration,
+) -> Done {
     let mut attempt = 0u32;
     loop {
         let permitted = lock(&shared.breaker).try_acquire(Instant::now());
@@ -90,7 +101,11 @@ async fn write_with_retry(rows: &[Row], db: &Db, shared: &Shared, topic: &str) -
             }
         }
         let started = Instant::now();
-        let result = db.insert_batch(rows).await;
+        // A database that hangs without resetting the connection is a failure too.
+        let result = match tokio::time::timeout(timeout, db.insert_batch(rows)).await {
+            Ok(result) => result,
+            Err(_) => Err(DbError::Transient(format!("no answer within {timeout:?}"))),
+        };
         let elapsed = started.elapsed();
         match result {
             Ok(inserted) => {
@@ -129,6 +144,7 @@ async fn write_with_retry(rows: &[Row], db: &Db, shared: &Shared, topic: &str) -
                             db,
                             shared,
                             topic,
+                            timeout,
                         ))
                         .await,
                     );

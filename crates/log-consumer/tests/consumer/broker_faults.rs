@@ -147,7 +147,7 @@ fn now_ms() -> i64 {
 struct Pipeline {
     gateway: String,
     stop_gateway: tokio::sync::oneshot::Sender<()>,
-    gateway_task: tokio::task::JoinHandle<anyhow::Result<()>>,
+    gateway_task: tokio::task::JoinHandle<Result<(), api_gateway::ServeError>>,
     consumer: std::process::Child,
     pool: PgPool,
 }

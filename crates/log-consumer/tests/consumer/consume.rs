@@ -113,6 +113,14 @@ impl Setup {
             .unwrap_or(-1)
     }
 
+    /// Rows visible to the transaction holding the table lock (nobody else can read).
+    async fn rows_during_lock(&self, lock: &mut sqlx::Transaction<'_, sqlx::Postgres>) -> i64 {
+        sqlx::query_scalar("SELECT count(*) FROM log_events")
+            .fetch_one(&mut **lock)
+            .await
+            .unwrap()
+    }
+
     async fn distinct_rows(&self) -> i64 {
         sqlx::query_scalar("SELECT count(DISTINCT event_id) FROM log_events")
             .fetch_one(&self.pool)
@@ -640,5 +648,45 @@ async fn a_stalled_database_pauses_after_the_grace_keeps_the_assignment_and_resu
     assert_eq!(h["paused"], false, "{h}");
     assert_eq!(h["rebalances"], rebalances);
     assert_eq!(s.rows().await, 5_000);
+    consumer.stop().await;
+}
+
+/// A database that hangs (a lock: writes neither fail nor finish) must still open the
+/// breaker: each write is bounded by `DB_WRITE_TIMEOUT_MS` and a timeout is a failure.
+#[tokio::test]
+async fn a_hung_database_times_out_opens_the_breaker_and_loses_nothing() {
+    let s = setup().await;
+    let consumer = s
+        .start(&["--db-write-timeout-ms=1000", "--breaker-open-secs=2"])
+        .await;
+    let mut lock = s.pool.begin().await.unwrap();
+    sqlx::query("LOCK TABLE log_events IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut *lock)
+        .await
+        .unwrap();
+    let evs = events(3_000);
+    let (b, t, e) = (s.brokers.clone(), s.topic.clone(), evs);
+    tokio::task::spawn_blocking(move || produce_events(&b, &t, &e))
+        .await
+        .unwrap();
+    let hung = Instant::now();
+    let opened = test_support::wait_until(Duration::from_secs(30), || async {
+        consumer.health().await["breaker"] != "closed"
+    })
+    .await;
+    assert!(
+        opened,
+        "writes hung but the breaker stayed closed: {}",
+        consumer.health().await
+    );
+    println!("breaker left closed {:?} into the hang", hung.elapsed());
+    assert_eq!(s.rows_during_lock(&mut lock).await, 0);
+
+    lock.rollback().await.unwrap();
+    s.assert_drained(3_000, Duration::from_secs(60)).await;
+    assert_eq!(s.rows().await, 3_000);
+    assert_eq!(s.distinct_rows().await, 3_000);
+    let h = consumer.health().await;
+    assert_eq!(h["breaker"], "closed", "{h}");
     consumer.stop().await;
 }

@@ -63,7 +63,9 @@ async fn batch_insert_reaches_seventy_percent_of_copy() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(200_000);
     let url = test_support::fresh_database().await;
-    let db = Db::connect(&url, 20, Duration::from_secs(5)).await.unwrap();
+    let db = Db::connect(&url, 20, Duration::from_secs(5), Duration::from_secs(60))
+        .await
+        .unwrap();
     let rows = Arc::new(rows(n));
 
     // The consumer's way: batches of 500, four at a time, one UNNEST statement each.
