@@ -522,13 +522,15 @@ async fn poison_messages_go_to_the_dlq_with_headers() {
 async fn a_row_postgres_refuses_goes_to_dead_letters_and_the_rest_are_stored() {
     let s = setup().await;
     let mut evs = events(500);
-    // A NUL byte is valid JSON and a valid event, but PostgreSQL text cannot hold it.
+    // A NUL byte is valid JSON and a valid record, but PostgreSQL text cannot hold it.
     evs[250].message = "bad \u{0} byte".to_owned();
     let (b, t, e) = (s.brokers.clone(), s.topic.clone(), evs.clone());
     tokio::task::spawn_blocking(move || produce_events(&b, &t, &e))
         .await
         .unwrap();
-    let consumer = s.start(&[]).await;
+    // The binary, so that its /metrics count this test's statements only.
+    let port = test_support::free_port();
+    let mut consumer = spawn_binary(&s, port);
     assert!(s.wait_rows(499, Duration::from_secs(60)).await);
     assert!(s.wait_committed_to_end().await);
     assert_eq!(s.rows().await, 499);
@@ -539,7 +541,26 @@ async fn a_row_postgres_refuses_goes_to_dead_letters_and_the_rest_are_stored() {
     assert_eq!(dead.len(), 1);
     assert_eq!(dead[0].0, evs[250].to_record());
     assert!(!dead[0].1.is_empty());
-    consumer.stop().await;
+    // Isolating the bad row bisects its batch (BATCH_SIZE 200): the inserts that
+    // succeeded number about 2·log2(200) plus the clean batches, not the ~200 that
+    // splitting one row at a time takes.
+    let metrics = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let inserts: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("consumer_batch_size_count "))
+        .expect("consumer_batch_size_count")
+        .trim()
+        .parse()
+        .unwrap();
+    println!("{inserts} successful insert statements for 500 rows with one bad row");
+    assert!(inserts <= 30.0, "{inserts} insert statements");
+    consumer.kill().unwrap();
+    consumer.wait().unwrap();
 }
 
 #[tokio::test]
