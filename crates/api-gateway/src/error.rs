@@ -32,7 +32,7 @@ pub enum ApiError {
     UnsupportedMediaType(String),
     #[error("could not hand the event to Kafka: {0}")]
     Unavailable(#[from] ProduceError),
-    #[error("rate limited ({})", .0.reason)]
+    #[error("rate limited ({})", .0.reason.as_str())]
     RateLimited(Limited),
     #[error("{failed} of {total} events were not acknowledged by Kafka")]
     PartialDelivery {
@@ -54,7 +54,7 @@ impl ApiError {
             ApiError::PayloadTooLarge(_) => "payload_too_large",
             ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
             ApiError::Unavailable(_) | ApiError::PartialDelivery { .. } => "unavailable",
-            ApiError::RateLimited(l) => l.reason,
+            ApiError::RateLimited(l) => l.reason.as_str(),
         }
     }
 

@@ -10,8 +10,9 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use rdkafka::producer::Producer;
-use serde_json::json;
+use serde_json::{json, Value};
 
+use crate::backpressure::Backpressure;
 use crate::producer::EventProducer;
 use crate::{metrics, AppState};
 
@@ -96,6 +97,21 @@ pub async fn logs_health(State(state): State<Arc<AppState>>) -> Response {
         "kafka": kafka,
         "producerQueue": state.producer.queue_depth(),
     });
-    state.backpressure.fill_health(&mut body);
+    fill_health(&state.backpressure, &mut body);
     Json(body).into_response()
+}
+
+/// Adds the backpressure fields to the health document.
+fn fill_health(backpressure: &Backpressure, doc: &mut Value) {
+    let (rate, status) = backpressure.rate();
+    doc["status"] = status.as_str().into();
+    doc["consumerLag"] = backpressure.consumer_lag().into();
+    doc["lagAgeSeconds"] = backpressure
+        .lag_age()
+        .map(|a| (a * 10.0).round() / 10.0)
+        .into();
+    doc["currentRate"] = ((rate * 10.0).round() / 10.0).into();
+    doc["availablePermissions"] = backpressure.available().floor().max(0.0).into();
+    doc["redis"] = backpressure.redis_state().into();
+    doc["replicas"] = backpressure.replicas().into();
 }

@@ -87,14 +87,14 @@ pub async fn ingest_batch(
     Ok((StatusCode::ACCEPTED, Json(body)).into_response())
 }
 
-/// Charges the parsed events against the budget (the limiter took the first permit).
+/// Charges the parsed events to backpressure (the rate-limit layer took the first permit).
 async fn charge(
     state: &AppState,
     permit: Option<Extension<Permit>>,
     events: &[LogEvent],
 ) -> Result<(), ApiError> {
     let Some(Extension(permit)) = permit else {
-        // Routes mounted without the limiter (none in production) are not charged.
+        // Routes mounted without the rate-limit layer (none in production) are not charged.
         return Ok(());
     };
     state

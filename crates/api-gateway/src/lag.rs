@@ -6,11 +6,33 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
 use crate::backpressure::Backpressure;
 use crate::metrics;
 use service_runtime::TracingContext;
+
+/// The lag could not be read, or the reader not created. The Kafka error is part of the
+/// message, not a source: the monitor logs these with `%e`.
+#[derive(Debug, thiserror::Error)]
+pub enum LagError {
+    #[error("could not create the lag reader's Kafka client (check KAFKA_BROKERS and KAFKA_GROUP_ID): {0}")]
+    Client(KafkaError),
+    #[error("could not fetch metadata for topic {topic} (is a broker of KAFKA_BROKERS reachable?): {error}")]
+    Metadata { topic: String, error: KafkaError },
+    #[error("topic {0} is not in the broker's metadata (create it, or check KAFKA_TOPIC)")]
+    TopicMissing(String),
+    #[error("topic {topic} is unusable: {code:?} (check KAFKA_TOPIC and the broker's logs)")]
+    Topic {
+        topic: String,
+        code: RDKafkaErrorCode,
+    },
+    #[error(
+        "could not read the offsets of topic {topic} (is its partition leader reachable?): {error}"
+    )]
+    Offsets { topic: String, error: KafkaError },
+}
 
 /// Lag of one partition.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,13 +50,14 @@ pub struct LagReader {
 
 impl LagReader {
     /// A client in the group that never joins it (it only reads committed offsets).
-    pub fn new(brokers: &str, group: &str, topic: &str) -> anyhow::Result<Self> {
+    pub fn new(brokers: &str, group: &str, topic: &str) -> Result<Self, LagError> {
         let consumer = ClientConfig::new()
             .set("bootstrap.servers", brokers)
             .set("group.id", group)
             .set("client.id", "api-gateway-lag")
             .set("enable.auto.commit", "false")
-            .create_with_context(TracingContext)?;
+            .create_with_context(TracingContext)
+            .map_err(LagError::Client)?;
         Ok(Self {
             consumer,
             topic: topic.to_owned(),
@@ -43,28 +66,39 @@ impl LagReader {
     }
 
     /// Blocking: per-partition lag.
-    pub fn read(&self) -> anyhow::Result<Vec<PartitionLag>> {
+    pub fn read(&self) -> Result<Vec<PartitionLag>, LagError> {
         let md = self
             .consumer
-            .fetch_metadata(Some(&self.topic), self.timeout)?;
+            .fetch_metadata(Some(&self.topic), self.timeout)
+            .map_err(|error| LagError::Metadata {
+                topic: self.topic.clone(),
+                error,
+            })?;
         let topic = md
             .topics()
             .iter()
             .find(|t| t.name() == self.topic)
-            .ok_or_else(|| anyhow::anyhow!("topic {} not in metadata", self.topic))?;
+            .ok_or_else(|| LagError::TopicMissing(self.topic.clone()))?;
         if let Some(err) = topic.error() {
-            anyhow::bail!("topic {}: {err:?}", self.topic);
+            return Err(LagError::Topic {
+                topic: self.topic.clone(),
+                code: err.into(),
+            });
         }
         let mut tpl = TopicPartitionList::new();
         for p in topic.partitions() {
             tpl.add_partition(&self.topic, p.id());
         }
-        let committed = self.consumer.committed_offsets(tpl, self.timeout)?;
+        let committed = self
+            .consumer
+            .committed_offsets(tpl, self.timeout)
+            .map_err(|error| self.offsets_error(error))?;
         let mut lags = Vec::new();
         for elem in committed.elements() {
-            let (low, high) =
-                self.consumer
-                    .fetch_watermarks(&self.topic, elem.partition(), self.timeout)?;
+            let (low, high) = self
+                .consumer
+                .fetch_watermarks(&self.topic, elem.partition(), self.timeout)
+                .map_err(|error| self.offsets_error(error))?;
             let from = match elem.offset() {
                 Offset::Offset(o) if o >= 0 => o,
                 _ => low,
@@ -76,12 +110,19 @@ impl LagReader {
         }
         Ok(lags)
     }
+
+    fn offsets_error(&self, error: KafkaError) -> LagError {
+        LagError::Offsets {
+            topic: self.topic.clone(),
+            error,
+        }
+    }
 }
 
 /// Runs the monitor until aborted.
 pub fn spawn_lag_monitor(
     reader: LagReader,
-    budget: Arc<Backpressure>,
+    backpressure: Arc<Backpressure>,
     every: Duration,
 ) -> tokio::task::JoinHandle<()> {
     let reader = Arc::new(reader);
@@ -96,23 +137,23 @@ pub fn spawn_lag_monitor(
                         metrics::partition_lag(l.partition, l.lag);
                     }
                     metrics::total_lag(total);
-                    if budget.lag_age().is_none() || budget.lag_failed_recovered() {
+                    if backpressure.lag_age().is_none() || backpressure.lag_failed_recovered() {
                         tracing::info!(lag = total, "consumer lag readable");
                     }
-                    budget.set_lag(total);
+                    backpressure.set_lag(total);
                 }
                 Ok(Err(e)) => {
-                    if budget.lag_failed() {
+                    if backpressure.lag_failed() {
                         tracing::warn!(error = %e, "consumer lag unreadable: keeping the last rate");
                     }
                 }
                 Err(e) => {
-                    if budget.lag_failed() {
+                    if backpressure.lag_failed() {
                         tracing::warn!(error = %e, "lag task failed: keeping the last rate");
                     }
                 }
             }
-            metrics::lag_age(budget.lag_age());
+            metrics::lag_age(backpressure.lag_age());
             tokio::time::sleep(every).await;
         }
     })

@@ -28,6 +28,7 @@ use axum::Router;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
 
+use backpressure::{Backpressure, BackpressureConfig};
 pub use config::Config;
 use health::KafkaStatus;
 use producer::EventProducer;
@@ -47,7 +48,7 @@ pub struct AppState {
     pub limits: RequestLimits,
     pub kafka: Arc<KafkaStatus>,
     pub metrics: PrometheusHandle,
-    pub backpressure: Arc<backpressure::Backpressure>,
+    pub backpressure: Arc<Backpressure>,
 }
 
 /// Every route the gateway serves: the router and the OpenAPI document are checked against
@@ -64,10 +65,16 @@ pub const ROUTES: &[(&str, &str)] = &[
 
 /// The gateway's HTTP routes over `state`.
 pub fn router(state: Arc<AppState>) -> Router {
-    let limiter = rate_limit::RateLimitLayer::new(state.backpressure.clone());
+    let rate_limit = rate_limit::RateLimitLayer::new(state.backpressure.clone());
     Router::new()
-        .route("/api/logs", post(ingest::ingest_one).layer(limiter.clone()))
-        .route("/api/logs/batch", post(ingest::ingest_batch).layer(limiter))
+        .route(
+            "/api/logs",
+            post(ingest::ingest_one).layer(rate_limit.clone()),
+        )
+        .route(
+            "/api/logs/batch",
+            post(ingest::ingest_batch).layer(rate_limit),
+        )
         .route("/api/logs/health", get(health::logs_health))
         .route("/health/live", get(health::live))
         .route("/health/ready", get(health::ready))
@@ -83,6 +90,31 @@ async fn render_metrics(
     state.metrics.render()
 }
 
+/// Why the gateway could not start; each message names the setting to check, the cause
+/// follows in the error's source chain (main prints it).
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("could not create the Kafka producer (check KAFKA_BROKERS, KAFKA_COMPRESSION and KAFKA_DEBUG)")]
+    Producer(#[source] rdkafka::error::KafkaError),
+    #[error("invalid backpressure policy (check RATE_MAX, RATE_MIN, LAG_NORMAL and LAG_CRITICAL)")]
+    Policy(#[from] flow_control::PolicyError),
+    #[error("invalid REDIS_URL (give a redis:// URL, or set it empty to run without Redis)")]
+    Redis(#[from] redis_budget::RedisError),
+    #[error(transparent)]
+    Lag(#[from] lag::LagError),
+    #[error("could not listen on {addr} (is GATEWAY_ADDR free and a local address?)")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// The HTTP server failed while serving (axum retries failed accepts itself, so this is rare
+/// and final).
+#[derive(Debug, thiserror::Error)]
+#[error("the HTTP server failed; restart the gateway")]
+pub struct ServeError(#[source] std::io::Error);
+
 /// A built gateway: bound listener, producer and background tasks.
 pub struct Application {
     listener: TcpListener,
@@ -94,16 +126,10 @@ pub struct Application {
 impl Application {
     /// Connects the producer, binds the listener (port 0 picks a free port) and starts the
     /// background tasks.
-    pub async fn build(cfg: Config) -> anyhow::Result<Application> {
+    pub async fn build(cfg: Config) -> Result<Application, StartError> {
         let handle = metrics::install();
-        let producer = EventProducer::new(&cfg)?;
+        let producer = EventProducer::new(&cfg).map_err(StartError::Producer)?;
         let kafka = Arc::new(KafkaStatus::default());
-        let mut tasks = Vec::new();
-        tasks.push(health::spawn_kafka_monitor(
-            producer.clone(),
-            kafka.clone(),
-            Duration::from_secs(2),
-        ));
         let policy = flow_control::RatePolicy::new(
             cfg.rate_max,
             cfg.rate_min,
@@ -117,8 +143,8 @@ impl Application {
             Some(redis_budget::RedisBudget::new(&cfg.redis_url, prefix)?)
         };
         let lag_interval = Duration::from_millis(cfg.lag_interval_ms.max(100));
-        let budget = backpressure::Backpressure::new(
-            backpressure::BudgetConfig {
+        let backpressure = Backpressure::new(
+            BackpressureConfig {
                 policy,
                 shed_below: cfg.shed_below,
                 reserved_share: cfg.reserved_share.clamp(0.0, 1.0),
@@ -130,32 +156,26 @@ impl Application {
         );
         let reader =
             lag::LagReader::new(&cfg.kafka_brokers, &cfg.kafka_group_id, &cfg.kafka_topic)?;
-        tasks.push(lag::spawn_lag_monitor(reader, budget.clone(), lag_interval));
-        if budget.redis().is_some() {
-            let b = budget.clone();
-            tasks.push(tokio::spawn(async move {
-                let ttl = Duration::from_secs(10);
-                loop {
-                    if let Some(redis) = b.redis() {
-                        b.heartbeat(redis.heartbeat(ttl).await);
-                    }
-                    tokio::time::sleep(Duration::from_secs(2)).await;
-                }
-            }));
+        let listener = TcpListener::bind(cfg.addr)
+            .await
+            .map_err(|source| StartError::Bind {
+                addr: cfg.addr,
+                source,
+            })?;
+
+        // Every fallible step is done: a failed start leaves no task running.
+        let mut tasks = vec![
+            health::spawn_kafka_monitor(producer.clone(), kafka.clone(), Duration::from_secs(2)),
+            lag::spawn_lag_monitor(reader, backpressure.clone(), lag_interval),
+            backpressure::spawn_permits_gauge(backpressure.clone()),
+            service_runtime::spawn_metrics_upkeep(handle.clone()),
+        ];
+        if let Some(redis) = backpressure.redis() {
+            tasks.push(backpressure::spawn_redis_heartbeat(
+                redis.clone(),
+                backpressure.clone(),
+            ));
         }
-        let metrics_handle = handle.clone();
-        let b = budget.clone();
-        tasks.push(tokio::spawn(async move {
-            let mut tick = 0u32;
-            loop {
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                metrics::limiter_available(b.available());
-                tick += 1;
-                if tick % 5 == 0 {
-                    metrics_handle.run_upkeep();
-                }
-            }
-        }));
         let state = Arc::new(AppState {
             producer,
             limits: RequestLimits {
@@ -166,9 +186,8 @@ impl Application {
             },
             kafka,
             metrics: handle,
-            backpressure: budget,
+            backpressure,
         });
-        let listener = TcpListener::bind(cfg.addr).await?;
         Ok(Application {
             listener,
             state,
@@ -195,7 +214,7 @@ impl Application {
     pub async fn run_until_stopped(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
-    ) -> anyhow::Result<()> {
+    ) -> Result<(), ServeError> {
         let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
         let graceful = async move {
             shutdown.await;
@@ -216,7 +235,7 @@ impl Application {
             tokio::time::sleep(grace).await;
         };
         tokio::select! {
-            served = server => served?,
+            served = server => served.map_err(ServeError)?,
             () = deadline => tracing::warn!(?grace, "drain deadline passed; closing remaining connections"),
         }
         for task in &self.tasks {

@@ -16,5 +16,6 @@ async fn main() -> anyhow::Result<()> {
     tracing::info!(addr = %cfg.addr, brokers = %cfg.kafka_brokers, topic = %cfg.kafka_topic, librdkafka = %service_runtime::librdkafka_version(), "starting api-gateway");
     let app = Application::build(cfg).await?;
     tracing::info!(addr = %app.local_addr(), "listening");
-    app.run_until_stopped(shutdown_signal()).await
+    app.run_until_stopped(shutdown_signal()).await?;
+    Ok(())
 }

@@ -10,6 +10,8 @@ use axum::response::Response;
 use metrics::{counter, gauge, histogram, SharedString};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
+use crate::backpressure::RefusalReason;
+
 pub const HTTP_REQUESTS_TOTAL: &str = "http_requests_total";
 pub const HTTP_REQUEST_DURATION_SECONDS: &str = "http_request_duration_seconds";
 pub const EVENTS_ACCEPTED_TOTAL: &str = "ingest_events_accepted_total";
@@ -20,6 +22,7 @@ pub const PRODUCER_QUEUE_MESSAGES: &str = "kafka_producer_queue_messages";
 pub const KAFKA_UP: &str = "kafka_up";
 pub const CONSUMER_LAG: &str = "kafka_consumer_lag";
 pub const CONSUMER_LAG_AGE_SECONDS: &str = "kafka_consumer_lag_age_seconds";
+// Backpressure metrics keep their `rate_limiter_*` names: dashboards and alerts use them.
 pub const LIMITER_AVAILABLE: &str = "rate_limiter_available_permissions";
 pub const LIMITER_RATE: &str = "rate_limiter_rate";
 pub const LIMITER_REJECTED_TOTAL: &str = "rate_limiter_rejected_total";
@@ -76,6 +79,22 @@ fn describe() {
     describe_gauge!(
         KAFKA_UP,
         "1 when the last metadata request to Kafka succeeded"
+    );
+    describe_gauge!(
+        LIMITER_RATE,
+        "Events/s backpressure admits, set by consumer lag"
+    );
+    describe_gauge!(
+        LIMITER_AVAILABLE,
+        "Permits backpressure has available to this gateway now"
+    );
+    describe_counter!(
+        LIMITER_REJECTED_TOTAL,
+        "Requests refused by backpressure, by reason"
+    );
+    describe_gauge!(
+        BACKPRESSURE_STATUS,
+        "Backpressure status: 0 healthy, 1 degraded, 2 critical"
     );
 }
 
@@ -160,17 +179,17 @@ pub fn kafka_up(up: bool) {
     gauge!(KAFKA_UP).set(if up { 1.0 } else { 0.0 });
 }
 
-pub fn limiter_rate(rate: f64, status: f64) {
+pub fn backpressure_rate(rate: f64, status: f64) {
     gauge!(LIMITER_RATE).set(rate);
     gauge!(BACKPRESSURE_STATUS).set(status);
 }
 
-pub fn limiter_available(permits: f64) {
+pub fn backpressure_available(permits: f64) {
     gauge!(LIMITER_AVAILABLE).set(permits);
 }
 
-pub fn limiter_rejected(reason: &'static str) {
-    counter!(LIMITER_REJECTED_TOTAL, "reason" => reason).increment(1);
+pub fn backpressure_refused(reason: RefusalReason) {
+    counter!(LIMITER_REJECTED_TOTAL, "reason" => reason.as_str()).increment(1);
 }
 
 pub fn total_lag(lag: u64) {

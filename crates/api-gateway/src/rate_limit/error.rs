@@ -8,9 +8,9 @@ use axum::Json;
 use flow_control::retry_after_secs;
 use serde::Serialize;
 
-use crate::backpressure::Limited;
+use crate::backpressure::{Limited, RefusalReason};
 
-/// A request refused by the limiter.
+/// A request refused by backpressure.
 #[derive(Debug, Clone)]
 pub struct RateLimited(pub Limited);
 
@@ -19,11 +19,11 @@ impl IntoResponse for RateLimited {
         let l = self.0;
         let retry_after = retry_after_secs(l.retry_after);
         let message = match l.reason {
-            "shed_severity" => format!(
+            RefusalReason::ShedSeverity => format!(
                 "system under critical load: only WARN and above are accepted (rate {:.0} events/s)",
                 l.limit
             ),
-            _ => format!(
+            RefusalReason::RateLimited => format!(
                 "rate limit exceeded - system under load (rate {:.0} events/s)",
                 l.limit
             ),
@@ -31,7 +31,7 @@ impl IntoResponse for RateLimited {
         // A typed body: under overload this is the most frequent answer, and serializing a
         // borrowed struct costs a fraction of building a `serde_json::Value` tree.
         let body = Body {
-            error: l.reason,
+            error: l.reason.as_str(),
             message: &message,
             details: [Details {
                 status: l.status.as_str(),

@@ -1,4 +1,4 @@
-//! The limiter's response future: the inner service's answer, or an immediate 429.
+//! The rate-limit layer's response future: the inner service's answer, or an immediate 429.
 
 use std::future::Future;
 use std::pin::Pin;

@@ -18,15 +18,15 @@ use crate::backpressure::{Backpressure, Permit};
 pub use error::RateLimited;
 pub use future::ResponseFuture;
 
-/// Wraps routes with the adaptive limiter.
+/// Wraps routes with the backpressure admission check.
 #[derive(Clone)]
 pub struct RateLimitLayer {
-    budget: Arc<Backpressure>,
+    backpressure: Arc<Backpressure>,
 }
 
 impl RateLimitLayer {
-    pub fn new(budget: Arc<Backpressure>) -> Self {
-        Self { budget }
+    pub fn new(backpressure: Arc<Backpressure>) -> Self {
+        Self { backpressure }
     }
 }
 
@@ -36,16 +36,16 @@ impl<S> Layer<S> for RateLimitLayer {
     fn layer(&self, inner: S) -> Self::Service {
         RateLimit {
             inner,
-            budget: self.budget.clone(),
+            backpressure: self.backpressure.clone(),
         }
     }
 }
 
-/// The limiter service.
+/// The rate-limit service: admits through backpressure, then calls `inner`.
 #[derive(Clone)]
 pub struct RateLimit<S> {
     inner: S,
-    budget: Arc<Backpressure>,
+    backpressure: Arc<Backpressure>,
 }
 
 impl<S> Service<Request> for RateLimit<S>
@@ -65,15 +65,15 @@ where
         // The clone is ready only if `self.inner` was; swap so the ready one serves.
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
-        let budget = self.budget.clone();
+        let backpressure = self.backpressure.clone();
         Box::pin(async move {
-            match budget.admit_first().await {
+            match backpressure.admit_first().await {
                 Ok(permit) => {
                     request.extensions_mut().insert::<Permit>(permit);
                     inner.call(request).await
                 }
                 Err(limited) => {
-                    crate::metrics::event_rejected(limited.reason);
+                    crate::metrics::event_rejected(limited.reason.as_str());
                     Ok(RateLimited(limited).into_response())
                 }
             }

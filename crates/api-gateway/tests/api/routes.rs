@@ -1,10 +1,9 @@
 //! Routing and documentation: every route answers and is in the OpenAPI document.
 
-mod common;
-
 use api_gateway::ROUTES;
-use common::TestGateway;
 use serde_json::Value;
+
+use crate::helpers::{self, TestGateway};
 
 #[tokio::test]
 async fn every_route_is_served_and_documented() {
@@ -64,7 +63,7 @@ async fn health_metrics_and_liveness() {
         .unwrap();
     assert_eq!(health["kafka"], "up");
     assert!(health["status"].is_string());
-    gw.post_json("/api/logs", &common::event("info", 1)).await;
+    gw.post_json("/api/logs", &helpers::event("info", 1)).await;
     let metrics = gw
         .client
         .get(gw.url("/metrics"))

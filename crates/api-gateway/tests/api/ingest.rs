@@ -1,14 +1,13 @@
 //! The gateway against a real Apache Kafka broker: accepted events are in the topic exactly as
 //! normalized, every error class has its status and body, and outages answer 503.
 
-mod common;
-
 use std::io::Write;
 use std::time::{Duration, Instant};
 
-use common::{event, now_ms, read_all, read_record, TestGateway};
 use log_event::{Limits, LogEvent};
 use serde_json::{json, Value};
+
+use crate::helpers::{self, event, now_ms, read_all, read_record, TestGateway};
 
 #[tokio::test]
 async fn single_event_is_in_the_topic_byte_for_byte() {
@@ -269,7 +268,7 @@ async fn broker_down_answers_503_with_retry_after_within_the_produce_timeout() {
     let broker = test_support::dedicated_broker();
     let topic = test_support::unique("down");
     test_support::create_topic(&broker.brokers(), &topic, 3).await;
-    let cfg = common::config(&broker.brokers(), &topic, &["--produce-timeout-ms=3000"]);
+    let cfg = helpers::config(&broker.brokers(), &topic, &["--produce-timeout-ms=3000"]);
     let gw = TestGateway::start_with(cfg).await;
     assert_eq!(
         gw.post_json("/api/logs", &event("info", 1)).await.status(),

@@ -1,26 +1,25 @@
 //! Shared helpers for the gateway's integration tests: a gateway on a fresh topic of the
 //! shared Apache Kafka broker, request builders and a topic reader.
-#![allow(dead_code, unreachable_pub)]
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use api_gateway::{Application, Config};
+use api_gateway::{Application, Config, ServeError};
 use clap::Parser;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 use serde_json::{json, Value};
 
-pub struct TestGateway {
-    pub addr: SocketAddr,
-    pub topic: String,
-    pub brokers: String,
-    pub client: reqwest::Client,
+pub(crate) struct TestGateway {
+    addr: SocketAddr,
+    pub(crate) topic: String,
+    pub(crate) brokers: String,
+    pub(crate) client: reqwest::Client,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
-    done: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    done: Option<tokio::task::JoinHandle<Result<(), ServeError>>>,
 }
 
-pub fn config(brokers: &str, topic: &str, extra: &[&str]) -> Config {
+pub(crate) fn config(brokers: &str, topic: &str, extra: &[&str]) -> Config {
     let mut args = vec![
         "api-gateway".to_owned(),
         "--addr=127.0.0.1:0".to_owned(),
@@ -34,14 +33,14 @@ pub fn config(brokers: &str, topic: &str, extra: &[&str]) -> Config {
 
 impl TestGateway {
     /// A gateway on its own new topic of the shared broker.
-    pub async fn start(extra: &[&str]) -> TestGateway {
+    pub(crate) async fn start(extra: &[&str]) -> TestGateway {
         let brokers = test_support::broker().brokers();
         let topic = test_support::unique("gw");
         test_support::create_topic(&brokers, &topic, 3).await;
         Self::start_with(config(&brokers, &topic, extra)).await
     }
 
-    pub async fn start_with(cfg: Config) -> TestGateway {
+    pub(crate) async fn start_with(cfg: Config) -> TestGateway {
         let brokers = cfg.kafka_brokers.clone();
         let topic = cfg.kafka_topic.clone();
         let app = Application::build(cfg).await.expect("gateway builds");
@@ -62,7 +61,7 @@ impl TestGateway {
         gw
     }
 
-    pub async fn wait_ready(&self) {
+    async fn wait_ready(&self) {
         let ready = test_support::wait_until(Duration::from_secs(30), || async {
             matches!(self.client.get(self.url("/health/ready")).send().await, Ok(r) if r.status() == 200)
         })
@@ -70,11 +69,11 @@ impl TestGateway {
         assert!(ready, "gateway never became ready");
     }
 
-    pub fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.addr, path)
     }
 
-    pub async fn post_json(&self, path: &str, body: &Value) -> reqwest::Response {
+    pub(crate) async fn post_json(&self, path: &str, body: &Value) -> reqwest::Response {
         self.client
             .post(self.url(path))
             .header("content-type", "application/json")
@@ -84,7 +83,7 @@ impl TestGateway {
             .expect("request sent")
     }
 
-    pub async fn stop(mut self) {
+    pub(crate) async fn stop(mut self) {
         if let Some(tx) = self.stop.take() {
             let _ = tx.send(());
         }
@@ -94,14 +93,14 @@ impl TestGateway {
     }
 }
 
-pub fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_millis() as i64
 }
 
-pub fn event(severity: &str, i: usize) -> Value {
+pub(crate) fn event(severity: &str, i: usize) -> Value {
     json!({
         "correlationId": format!("corr-{i}"),
         "severity": severity,
@@ -113,7 +112,12 @@ pub fn event(severity: &str, i: usize) -> Value {
 }
 
 /// Reads the record at (partition, offset) of `topic`.
-pub fn read_record(brokers: &str, topic: &str, partition: i32, offset: i64) -> (Vec<u8>, Vec<u8>) {
+pub(crate) fn read_record(
+    brokers: &str,
+    topic: &str,
+    partition: i32,
+    offset: i64,
+) -> (Vec<u8>, Vec<u8>) {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("group.id", test_support::unique("reader"))
@@ -139,7 +143,7 @@ pub fn read_record(brokers: &str, topic: &str, partition: i32, offset: i64) -> (
 }
 
 /// Reads every record of the topic (all partitions) until `count` are seen.
-pub fn read_all(brokers: &str, topic: &str, count: usize) -> Vec<Vec<u8>> {
+pub(crate) fn read_all(brokers: &str, topic: &str, count: usize) -> Vec<Vec<u8>> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("group.id", test_support::unique("reader"))

@@ -1,14 +1,13 @@
 //! SIGTERM with requests in flight: every request that reached the gateway gets its real
 //! answer, every 202 is in the topic, and the process exits 0 in bounded time.
 
-mod common;
-
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{event, read_all};
 use log_event::{Limits, LogEvent};
 use serde_json::Value;
+
+use crate::helpers::{event, read_all};
 
 #[tokio::test]
 async fn sigterm_answers_every_in_flight_request_then_exits_zero() {

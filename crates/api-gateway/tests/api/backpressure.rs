@@ -2,17 +2,16 @@
 //! sheds low severities with 429 + Retry-After while ERROR still gets through, recovery
 //! restores the rate, and gateways share one Redis budget (falling back when it is gone).
 
-mod common;
-
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{event, TestGateway};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use serde_json::{json, Value};
+
+use crate::helpers::{self, event, TestGateway};
 
 /// Fills the topic with `n` small records, bypassing the gateway.
 fn backlog(brokers: &str, topic: &str, n: usize) {
@@ -60,7 +59,7 @@ async fn lag_drives_the_rate_sheds_low_severity_and_recovers() {
     let topic = test_support::unique("bp");
     let group = test_support::unique("group");
     test_support::create_topic(&brokers, &topic, 3).await;
-    let gw = TestGateway::start_with(common::config(
+    let gw = TestGateway::start_with(helpers::config(
         &brokers,
         &topic,
         &[
@@ -268,8 +267,8 @@ async fn two_gateways_share_one_redis_budget_and_survive_redis_loss() {
         "--rate-min=20".to_owned(),
     ];
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let a = TestGateway::start_with(common::config(&brokers, &topic, &args)).await;
-    let b = TestGateway::start_with(common::config(&brokers, &topic, &args)).await;
+    let a = TestGateway::start_with(helpers::config(&brokers, &topic, &args)).await;
+    let b = TestGateway::start_with(helpers::config(&brokers, &topic, &args)).await;
     let both_see_two = test_support::wait_until(Duration::from_secs(10), || async {
         health(&a).await["replicas"] == 2 && health(&b).await["replicas"] == 2
     })
