@@ -92,40 +92,68 @@ impl AttributesColumn {
 #[derive(Clone)]
 pub struct Db {
     pub pool: PgPool,
+    /// Where the pool connects, for creating the database and migrating.
+    options: PgConnectOptions,
     waiting: Arc<AtomicUsize>,
     max: u32,
 }
 
 impl Db {
-    /// Creates the database if missing, applies migrations and connects the pool, whose
-    /// connections carry `statement_timeout` (a write the client gave up on must not keep
-    /// running, and holding a connection, on the server).
-    pub async fn connect(
+    /// A pool that connects lazily (a database not up yet is an outage to ride out, not a
+    /// crash at start), its connections carrying `statement_timeout` (a write the client
+    /// gave up on must not keep running, and holding a connection, on the server). Only a
+    /// malformed URL fails here; [`Db::prepare`] then waits for the server.
+    pub fn new(
         url: &str,
         max: u32,
         acquire_timeout: Duration,
         statement_timeout: Duration,
     ) -> Result<Db, Error> {
         let options: PgConnectOptions = url.parse()?;
-        create_database_if_missing(&options).await?;
-        // Migrations on a connection of their own, without the writers' statement timeout.
-        let mut migrations = sqlx::PgConnection::connect_with(&options).await?;
-        sqlx::migrate!("../../migrations")
-            .run(&mut migrations)
-            .await?;
-        migrations.close().await?;
         let timeout_ms = statement_timeout.as_millis().to_string();
         let pool = PgPoolOptions::new()
             .max_connections(max)
             .min_connections(0)
             .acquire_timeout(acquire_timeout)
-            .connect_with(options.options([("statement_timeout", timeout_ms.as_str())]))
-            .await?;
+            .connect_lazy_with(
+                options
+                    .clone()
+                    .options([("statement_timeout", timeout_ms.as_str())]),
+            );
         Ok(Db {
             pool,
+            options,
             waiting: Arc::new(AtomicUsize::new(0)),
             max,
         })
+    }
+
+    /// Creates the database if missing and applies the migrations, on a connection of their
+    /// own without the writers' statement timeout.
+    pub async fn prepare(&self) -> Result<(), Error> {
+        create_database_if_missing(&self.options).await?;
+        // A one-connection pool: running the migrator on a bare connection makes the future
+        // not `Send` (sqlx's Acquire is not general enough over lifetimes).
+        let migrations = PgPoolOptions::new()
+            .max_connections(1)
+            .connect_with(self.options.clone())
+            .await?;
+        let result = sqlx::migrate!("../../migrations").run(&migrations).await;
+        migrations.close().await;
+        result?;
+        Ok(())
+    }
+
+    /// [`Db::new`] then [`Db::prepare`], for callers that need the database now.
+    pub async fn connect(
+        url: &str,
+        max: u32,
+        acquire_timeout: Duration,
+        statement_timeout: Duration,
+    ) -> Result<Db, Error> {
+        let db = Db::new(url, max, acquire_timeout, statement_timeout)?;
+        db.prepare().await?;
+        Ok(db)
     }
 
     /// (size, idle, waiting, max) for metrics and health.

@@ -47,13 +47,12 @@ pub struct Application {
 impl Application {
     pub async fn build(cfg: Config) -> Result<Application, Error> {
         let handle = metrics::install();
-        let db = db::Db::connect(
+        let db = db::Db::new(
             &cfg.database_url,
             cfg.db_pool_max,
             Duration::from_millis(cfg.db_acquire_timeout_ms),
             cfg.db_write_timeout(),
-        )
-        .await?;
+        )?;
         let shared = pipeline::Shared::new(&cfg);
         let listener = TcpListener::bind(cfg.addr)
             .await
@@ -84,10 +83,38 @@ impl Application {
         };
         let upkeep_task = service_runtime::spawn_metrics_upkeep(self.metrics.clone());
         let server = tokio::spawn(axum::serve(self.listener, http::router(state)).into_future());
-        let result = pipeline::run(self.cfg, self.db, self.shared, shutdown).await;
+        let shutdown = std::pin::pin!(shutdown);
+        let result = match wait_for_database(&self.db, shutdown).await {
+            Some(shutdown) => pipeline::run(self.cfg, self.db, self.shared, shutdown).await,
+            None => Ok(()),
+        };
         server.abort();
         upkeep_task.abort();
         result
+    }
+}
+
+/// Prepares the database (create, migrate), retrying with backoff until it answers, while
+/// `/health/ready` says not ready; `None` when shutdown came first.
+async fn wait_for_database<S: Future<Output = ()> + Unpin>(
+    db: &db::Db,
+    mut shutdown: S,
+) -> Option<S> {
+    let backoff = flow_control::Backoff::default();
+    let mut attempt = 0u32;
+    loop {
+        match db.prepare().await {
+            Ok(()) => return Some(shutdown),
+            Err(e) => {
+                let wait = backoff.delay(attempt);
+                tracing::warn!(error = %e, retry_in = ?wait, "database not ready (is PostgreSQL up and DATABASE_URL right?)");
+                tokio::select! {
+                    () = &mut shutdown => return None,
+                    () = tokio::time::sleep(wait) => {}
+                }
+                attempt = attempt.saturating_add(1);
+            }
+        }
     }
 }
 

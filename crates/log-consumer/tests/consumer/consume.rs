@@ -92,7 +92,11 @@ impl Setup {
     }
 
     async fn start(&self, extra: &[&str]) -> Running {
-        let app = Application::build(self.config(extra)).await.unwrap();
+        self.start_with(self.config(extra)).await
+    }
+
+    async fn start_with(&self, cfg: Config) -> Running {
+        let app = Application::build(cfg).await.unwrap();
         let addr = app.http_addr();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(app.run_until_stopped(async move {
@@ -710,4 +714,77 @@ async fn a_hung_database_times_out_opens_the_breaker_and_loses_nothing() {
     let h = consumer.health().await;
     assert_eq!(h["breaker"], "closed", "{h}");
     consumer.stop().await;
+}
+
+/// A TCP forwarder to the test's PostgreSQL, started only when the test says so: until then
+/// its port refuses connections, as a database that is not up yet does.
+async fn forward_to_postgres(listener: tokio::net::TcpListener) {
+    let admin = test_support::database_admin_url();
+    let target = admin
+        .split('@')
+        .nth(1)
+        .and_then(|rest| rest.split('/').next())
+        .unwrap_or("127.0.0.1:5432")
+        .to_owned();
+    loop {
+        let Ok((mut client, _)) = listener.accept().await else {
+            return;
+        };
+        let target = target.clone();
+        tokio::spawn(async move {
+            if let Ok(mut server) = tokio::net::TcpStream::connect(&target).await {
+                let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+            }
+        });
+    }
+}
+
+/// Hole 4 of the reliability issue: a consumer started before its database used to exit 1.
+/// It must stay up, say it is not ready, and start consuming once the database answers.
+#[tokio::test]
+async fn a_consumer_started_before_its_database_waits_for_it_then_consumes() {
+    let s = setup().await;
+    let port = test_support::free_port();
+    let name = s.db_url.rsplit('/').next().unwrap();
+    let mut cfg = s.config(&[]);
+    cfg.database_url = format!("postgres://postgres@127.0.0.1:{port}/{name}");
+    let consumer = s.start_with(cfg).await;
+    let evs = events(1_000);
+    let (b, t, e) = (s.brokers.clone(), s.topic.clone(), evs);
+    tokio::task::spawn_blocking(move || produce_events(&b, &t, &e))
+        .await
+        .unwrap();
+
+    // Down: the process is up and answers, but not ready, and stores nothing.
+    let down_until = Instant::now() + Duration::from_secs(4);
+    while Instant::now() < down_until {
+        let ready = reqwest::get(format!("{}/health/ready", consumer.base))
+            .await
+            .unwrap();
+        assert_eq!(ready.status(), 503, "ready without a database");
+        assert_eq!(consumer.health().await["status"], "up");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let table: Option<String> = sqlx::query_scalar("SELECT to_regclass('log_events')::text")
+        .fetch_one(&s.pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        table, None,
+        "the consumer reached a database it cannot reach"
+    );
+
+    // The database appears on that port: the consumer migrates, subscribes and drains.
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let proxy = tokio::spawn(forward_to_postgres(listener));
+    s.assert_drained(1_000, Duration::from_secs(60)).await;
+    assert_eq!(s.distinct_rows().await, 1_000);
+    let ready = reqwest::get(format!("{}/health/ready", consumer.base))
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 200);
+    consumer.stop().await;
+    proxy.abort();
 }
