@@ -96,6 +96,15 @@ impl ApiError {
     }
 }
 
+/// The one place a body that is not JSON (single event or batch) becomes an error.
+fn malformed(line: usize, column: usize, reason: String) -> ApiError {
+    ApiError::MalformedJson {
+        line,
+        column,
+        reason,
+    }
+}
+
 impl From<EventError> for ApiError {
     fn from(e: EventError) -> Self {
         match e {
@@ -103,11 +112,7 @@ impl From<EventError> for ApiError {
                 line,
                 column,
                 reason,
-            } => ApiError::MalformedJson {
-                line,
-                column,
-                reason,
-            },
+            } => malformed(line, column, reason),
             EventError::Invalid(fields) => ApiError::InvalidEvent(fields),
         }
     }
@@ -116,15 +121,7 @@ impl From<EventError> for ApiError {
 impl From<BatchError> for ApiError {
     fn from(e: BatchError) -> Self {
         match e {
-            BatchError::Malformed {
-                line,
-                column,
-                reason,
-            } => ApiError::MalformedJson {
-                line,
-                column,
-                reason,
-            },
+            BatchError::Malformed { line, column, reason } => malformed(line, column, reason),
             BatchError::NotAnArray => ApiError::BadRequest(
                 "a batch must be a JSON array of events (or NDJSON with Content-Type: application/x-ndjson)".into(),
             ),

@@ -3,9 +3,8 @@
 use api_gateway::{shutdown_signal, Application, Config};
 use clap::Parser;
 
-/// mimalloc instead of glibc malloc: the request path allocates and frees many small
-/// objects across threads; with glibc about a fifth of the gateway's CPU went to
-/// malloc/free (perf, 256 connections of single events; docs/BENCHMARKS.md).
+/// mimalloc: with glibc's malloc a fifth of the gateway's CPU went to malloc/free
+/// (bench/optimisations.md, entry 3).
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

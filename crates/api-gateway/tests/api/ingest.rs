@@ -317,6 +317,6 @@ async fn broker_down_answers_503_with_retry_after_within_the_produce_timeout() {
     );
 
     // Recovery once the broker is back, under load and through to the database, is
-    // log-consumer's tests/broker_faults.rs.
+    // log-consumer's tests/consumer/broker_faults.rs.
     gw.stop().await;
 }
