@@ -17,9 +17,11 @@ usage: ./load-test.sh [--rate N] [--duration D] [--concurrency N] [--batch N]
   --url URL           gateway base URL, loopback only (default http://127.0.0.1:8080)
   --drain-timeout S   how long to wait for the consumer to store everything (default 180)
 
-The bodies: a file of 100 lines, one request body per line, severities in the proportions
-of --severity-mix (oha -Z takes one line per request); no body carries an eventId, so the
-gateway gives every event a fresh one. The row check assumes nothing else writes to
+The bodies: one line per request (oha -Z takes one line per request), severities in the
+proportions of --severity-mix. No body carries an eventId and the gateway derives it from the
+content, so every event is different (its line and position are in its message): a
+repeated body would be one event, stored once. At most 2 000 000 events per run (rate x
+seconds x batch). The row check assumes nothing else writes to
 log_events meanwhile (DATABASE_URL, default postgres://postgres@127.0.0.1:5432/logs).
 Needs oha (installed with cargo when missing), python3 and psql.
 USAGE
@@ -79,9 +81,12 @@ accepted_metric() {
 # --- bodies -----------------------------------------------------------------------------
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/load-test.XXXXXX")
 trap 'rm -rf "$tmp"' EXIT
-python3 - "$mix" "$batch" >"$tmp/bodies" <<'PY' || die "bad --severity-mix '$mix' (e.g. ERROR:10,INFO:90)"
+# oha may send a little more than rate x seconds: some spare lines, so no body repeats.
+requests=$((rate * seconds + rate / 10 + 100))
+[ $((requests * batch)) -le 2000000 ] || die "$((requests * batch)) events is more than the 2 000 000 distinct events one run may send: lower --rate, --duration or --batch"
+python3 - "$mix" "$batch" "$requests" >"$tmp/bodies" <<'PY' || die "bad --severity-mix '$mix' (e.g. ERROR:10,INFO:90)"
 import json, sys, time
-mix, batch = sys.argv[1], int(sys.argv[2])
+mix, batch, requests = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 known = {"TRACE", "DEBUG", "INFO", "WARN", "ERROR", "FATAL"}
 weights = []
 for part in mix.split(","):
@@ -100,12 +105,14 @@ for sev, w in weights:
     placed += [((k + 0.5) / n, sev) for k in range(n)]
 lines = [sev for _, sev in sorted(placed)]
 now = int(time.time() * 1000)
-for i, sev in enumerate(lines):
+out = sys.stdout
+for i in range(requests):
+    sev = lines[i % len(lines)]
     def event(j):
-        return {"correlationId": f"load-{i}-{j}", "severity": sev, "message": f"load test {sev} event {i}.{j}",
+        return {"correlationId": f"load-{i % 100}-{j}", "severity": sev, "message": f"load test {sev} event {i}.{j}",
                 "source": "load-test", "timestamp": now, "attributes": {"tool": "oha"}}
     body = event(0) if batch == 1 else [event(j) for j in range(batch)]
-    print(json.dumps(body, separators=(",", ":")))
+    out.write(json.dumps(body, separators=(",", ":")) + "\n")
 PY
 
 # --- state before ---------------------------------------------------------------------

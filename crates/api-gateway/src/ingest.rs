@@ -36,7 +36,17 @@ pub async fn ingest_one(
     let bytes = body::read(&headers, body, state.limits.max_body_bytes).await?;
     let event = LogEvent::parse(&bytes, now_ms(), &state.limits.event)?;
     charge(&state, permit, std::slice::from_ref(&event)).await?;
-    let placement = state.producer.send(&event).await?;
+    // A 503 names the id it concerns: retrying with it (or the same body) is stored once.
+    let placement = state
+        .producer
+        .send(&event)
+        .await
+        .map_err(|e| ApiError::PartialDelivery {
+            failed: 1,
+            total: 1,
+            failed_ids: vec![event.event_id.to_string()],
+            retry_after: e.retry_after_secs(),
+        })?;
     metrics::events_accepted(1);
     let body = json!({
         "status": "accepted",

@@ -88,7 +88,7 @@ fn build() -> Value {
                 "additionalProperties": false,
                 "required": ["correlationId", "severity", "message", "source", "timestamp"],
                 "properties": {
-                    "eventId": {"type": "string", "format": "uuid", "description": "Idempotency key; a UUIDv7 is assigned when absent"},
+                    "eventId": {"type": "string", "format": "uuid", "description": "Idempotency key; when absent it is derived from the event's content (a UUIDv5 over source, correlationId, timestamp, severity, message and attributes), so a retried event is stored once"},
                     "correlationId": {"type": "string", "minLength": 1, "maxLength": 128},
                     "severity": {"type": "string", "enum": ["TRACE", "DEBUG", "INFO", "WARN", "ERROR", "FATAL"], "description": "Case-insensitive on input"},
                     "message": {"type": "string", "minLength": 1, "description": "At most 32 KiB of UTF-8"},

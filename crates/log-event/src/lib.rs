@@ -52,7 +52,7 @@ impl Default for Limits {
 /// One validated, normalized log event.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LogEvent {
-    /// Idempotency key: client-chosen or a gateway-assigned UUIDv7.
+    /// Idempotency key: client-chosen, or derived from the content ([`LogEvent::content_id`]).
     pub event_id: Uuid,
     pub correlation_id: String,
     pub severity: Severity,
@@ -64,6 +64,10 @@ pub struct LogEvent {
     /// When the gateway received the event, epoch milliseconds.
     pub received_at: i64,
 }
+
+/// The namespace of content-derived event ids ([`LogEvent::content_id`]); never change it:
+/// ids derived before and after must agree for retries across a deploy to be stored once.
+const CONTENT_ID_NAMESPACE: Uuid = Uuid::from_u128(0x6c6f_6769_6e67_6573_742d_6576_656e_7431);
 
 /// Why one field is invalid. `field` is the JSON name (`attributes.<key>` for attributes).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -113,8 +117,29 @@ pub(crate) enum Mode {
 }
 
 impl LogEvent {
+    /// The event's idempotency key when the client sends none: a name-based UUID (v5) over
+    /// a canonical form of its content (source, correlationId, timestamp, severity, message,
+    /// attributes with sorted keys), so a client's retry of the same event is stored once
+    /// without its cooperation. Two byte-identical events in the same millisecond are one
+    /// event (Loki makes the same choice).
+    pub fn content_id(&self) -> Uuid {
+        // Sorted explicitly: serde_json keeps insertion order when a dependency enables
+        // its preserve_order feature, and the client's key order must not matter.
+        let attributes: Option<std::collections::BTreeMap<&String, &serde_json::Value>> =
+            self.attributes.as_ref().map(|a| a.iter().collect());
+        let canonical = serde_json::json!([
+            self.source,
+            self.correlation_id,
+            self.timestamp,
+            self.severity.as_str(),
+            self.message,
+            attributes,
+        ]);
+        Uuid::new_v5(&CONTENT_ID_NAMESPACE, canonical.to_string().as_bytes())
+    }
+
     /// Validates one client event. `now_ms` is the gateway's clock (epoch ms): it bounds the
-    /// timestamp and becomes `receivedAt`. A missing `eventId` gets a fresh UUIDv7.
+    /// timestamp and becomes `receivedAt`. A missing `eventId` is derived from the content.
     pub fn parse(json: &[u8], now_ms: i64, limits: &Limits) -> Result<LogEvent, EventError> {
         parse::parse(json, now_ms, limits, Mode::Client)
     }

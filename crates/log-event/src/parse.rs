@@ -146,6 +146,7 @@ pub(crate) fn parse(
     let mut check = Checker {
         raw: &raw,
         errors: &mut errors,
+        mode,
     };
 
     let event_id = match mode {
@@ -175,8 +176,8 @@ pub(crate) fn parse(
     }
     // Every `None` above pushed an error, so all are present here.
     const CHECKED: &str = "a missing field always records an error";
-    Ok(LogEvent {
-        event_id: event_id.expect(CHECKED).unwrap_or_else(Uuid::now_v7),
+    let mut event = LogEvent {
+        event_id: Uuid::nil(),
         correlation_id: correlation_id.expect(CHECKED),
         severity: severity.expect(CHECKED),
         message: message.expect(CHECKED),
@@ -184,7 +185,11 @@ pub(crate) fn parse(
         timestamp: timestamp.expect(CHECKED),
         attributes: attributes.expect(CHECKED),
         received_at: received_at.expect(CHECKED),
-    })
+    };
+    event.event_id = event_id
+        .expect(CHECKED)
+        .unwrap_or_else(|| event.content_id());
+    Ok(event)
 }
 
 pub(crate) fn malformed(e: &serde_json::Error) -> EventError {
@@ -204,7 +209,12 @@ pub(crate) fn malformed(e: &serde_json::Error) -> EventError {
 struct Checker<'r, 'a> {
     raw: &'r RawObject<'a>,
     errors: &'r mut Vec<FieldError>,
+    mode: Mode,
 }
+
+/// PostgreSQL's text and jsonb cannot hold U+0000: an event carrying one could be
+/// acknowledged but never stored, so the edge refuses it.
+const NUL: &str = "must not contain U+0000 (NUL): PostgreSQL cannot store it";
 
 impl Checker<'_, '_> {
     fn fail<T>(&mut self, key: Key, reason: impl Into<String>) -> Option<T> {
@@ -222,6 +232,7 @@ impl Checker<'_, '_> {
     fn string(&mut self, key: Key) -> Option<String> {
         let raw = self.required(key)?;
         match serde_json::from_str::<String>(raw.get()) {
+            Ok(s) if self.mode == Mode::Client && s.contains('\0') => self.fail(key, NUL),
             Ok(s) => Some(s),
             Err(_) => self.fail(key, "must be a string"),
         }
@@ -350,6 +361,12 @@ impl Checker<'_, '_> {
                 ));
             }
             use serde_json::Value;
+            if self.mode == Mode::Client
+                && (key.contains('\0') || matches!(value, Value::String(v) if v.contains('\0')))
+            {
+                ok = false;
+                self.errors.push(FieldError::new(field(), NUL));
+            }
             if !matches!(value, Value::String(_) | Value::Number(_) | Value::Bool(_)) {
                 ok = false;
                 self.errors.push(FieldError::new(
@@ -419,7 +436,7 @@ mod tests {
         assert_eq!(e.severity, Severity::Warn);
         assert_eq!(e.correlation_id, "req-1");
         assert_eq!(e.received_at, NOW);
-        assert_eq!(e.event_id.get_version_num(), 7);
+        assert_eq!(e.event_id.get_version_num(), 5, "derived from the content");
         assert_eq!(e.attributes, None);
     }
 
@@ -534,10 +551,77 @@ mod tests {
         ] {
             assert_field_rejected(&with("eventId", bad), "eventId");
         }
-        // Absent or null: a fresh v7 id each time.
+        // Absent or null: the id is derived from the content, the same for both.
         let a = parse_client(&without("eventId")).unwrap();
         let b = parse_client(&with("eventId", json!(null))).unwrap();
-        assert_ne!(a.event_id, b.event_id);
+        assert_eq!(a.event_id, b.event_id);
+        assert_eq!(a.event_id, a.content_id());
+    }
+
+    /// Hole 2 of the reliability issue: a client retrying an event without an eventId (after
+    /// a timeout or a 503) must get the same id, so the event is stored once.
+    #[test]
+    fn without_an_event_id_a_retry_gets_the_same_id_and_other_content_another() {
+        let body = |attributes: serde_json::Value, message: &str| {
+            let mut v = valid();
+            v["attributes"] = attributes;
+            v["message"] = json!(message);
+            serde_json::to_vec(&v).unwrap()
+        };
+        let first = parse_client(&body(json!({"a": 1, "b": "x"}), "m")).unwrap();
+        let retry = parse(
+            &body(json!({"a": 1, "b": "x"}), "m"),
+            NOW + 5_000,
+            &Limits::default(),
+            Mode::Client,
+        )
+        .unwrap();
+        assert_eq!(
+            first.event_id, retry.event_id,
+            "receipt time is not part of it"
+        );
+        let reordered = parse_client(&body(json!({"b": "x", "a": 1}), "m")).unwrap();
+        assert_eq!(
+            first.event_id, reordered.event_id,
+            "attribute order is not part of it"
+        );
+        for other in [
+            body(json!({"a": 2, "b": "x"}), "m"),
+            body(json!({"a": 1, "b": "x"}), "m2"),
+            with("severity", json!("ERROR")),
+            with("timestamp", json!(NOW - 1)),
+        ] {
+            assert_ne!(parse_client(&other).unwrap().event_id, first.event_id);
+        }
+        let given = "0192b1a4-7e6a-7c3e-9a0f-2d9c1e4b5a6f";
+        let chosen = parse_client(&with("eventId", json!(given))).unwrap();
+        assert_eq!(chosen.event_id.to_string(), given, "a client's own id wins");
+    }
+
+    /// Hole 1 of the reliability issue: PostgreSQL cannot store U+0000, so an event holding
+    /// one was acknowledged and then dead-lettered. The edge refuses it, naming the field.
+    #[test]
+    fn nul_characters_are_refused_at_the_edge_naming_the_field() {
+        for field in ["message", "source", "correlationId"] {
+            assert_field_rejected(&with(field, json!("a\u{0}b")), field);
+        }
+        assert_field_rejected(&with("attributes", json!({"k": "a\u{0}b"})), "attributes.k");
+        assert_field_rejected(
+            &with("attributes", json!({"k\u{0}": 1})),
+            "attributes.k\u{0}",
+        );
+        let errors = field_errors(&with("message", json!("a\u{0}b")));
+        assert!(errors[0].1.contains("U+0000"), "{errors:?}");
+        // Records (written by the gateway) are not re-judged: a row PostgreSQL refuses
+        // still reaches the consumer's dead-letter path.
+        let mut record = LogEvent::parse(
+            &serde_json::to_vec(&valid()).unwrap(),
+            NOW,
+            &Limits::default(),
+        )
+        .unwrap();
+        record.message = "a\u{0}b".into();
+        assert!(LogEvent::from_record(&record.to_record(), &Limits::default()).is_ok());
     }
 
     #[test]

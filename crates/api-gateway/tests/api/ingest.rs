@@ -298,6 +298,21 @@ async fn broker_down_answers_503_with_retry_after_within_the_produce_timeout() {
         assert!(took <= Duration::from_millis(3500), "took {took:?}");
         statuses.push(status);
     }
+    // Every 503 names the id it concerns, and a retry of the same body (no eventId) is
+    // the same event.
+    let same = event("error", 7);
+    let mut named = Vec::new();
+    for _ in 0..2 {
+        let body: Value = gw.post_json("/api/logs", &same).await.json().await.unwrap();
+        named.push(
+            body["details"][0]["failedEventIds"][0]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+        );
+    }
+    assert_eq!(named[0], named[1], "a retry is the same event");
+    assert!(uuid::Uuid::parse_str(&named[0]).is_ok());
     let (status, _, body) = post_raw(
         &gw,
         "/api/logs/batch",

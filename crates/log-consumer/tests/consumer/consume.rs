@@ -91,11 +91,19 @@ impl Setup {
         Config::parse_from(args)
     }
 
+    /// A consumer that is ready: its database migrated, subscribed.
     async fn start(&self, extra: &[&str]) -> Running {
-        self.start_with(self.config(extra)).await
+        let running = self.launch(self.config(extra)).await;
+        let ready = test_support::wait_until(Duration::from_secs(30), || async {
+            matches!(reqwest::get(format!("{}/health/ready", running.base)).await, Ok(r) if r.status() == 200)
+        })
+        .await;
+        assert!(ready, "consumer never became ready");
+        running
     }
 
-    async fn start_with(&self, cfg: Config) -> Running {
+    /// A consumer that was started, ready or not.
+    async fn launch(&self, cfg: Config) -> Running {
         let app = Application::build(cfg).await.unwrap();
         let addr = app.http_addr();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
@@ -748,7 +756,7 @@ async fn a_consumer_started_before_its_database_waits_for_it_then_consumes() {
     let name = s.db_url.rsplit('/').next().unwrap();
     let mut cfg = s.config(&[]);
     cfg.database_url = format!("postgres://postgres@127.0.0.1:{port}/{name}");
-    let consumer = s.start_with(cfg).await;
+    let consumer = s.launch(cfg).await;
     let evs = events(1_000);
     let (b, t, e) = (s.brokers.clone(), s.topic.clone(), evs);
     tokio::task::spawn_blocking(move || produce_events(&b, &t, &e))
