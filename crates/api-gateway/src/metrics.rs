@@ -129,13 +129,21 @@ fn route_label(path: Option<&str>) -> SharedString {
     }
 }
 
+/// The nine standard methods by name; any other (a client may send any token) is "other",
+/// so a client cannot create unbounded series.
 fn method_label(method: &Method) -> SharedString {
-    match *method {
-        Method::GET => SharedString::const_str("GET"),
-        Method::POST => SharedString::const_str("POST"),
-        Method::HEAD => SharedString::const_str("HEAD"),
-        _ => SharedString::from_owned(method.as_str().to_owned()),
-    }
+    SharedString::const_str(match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::HEAD => "HEAD",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::PATCH => "PATCH",
+        Method::OPTIONS => "OPTIONS",
+        Method::CONNECT => "CONNECT",
+        Method::TRACE => "TRACE",
+        _ => "other",
+    })
 }
 
 fn status_label(status: StatusCode) -> SharedString {
@@ -226,6 +234,11 @@ mod tests {
         assert_eq!(&*route_label(None), "unmatched");
         assert_eq!(&*route_label(Some("/not/listed")), "/not/listed");
         assert_eq!(&*method_label(&Method::DELETE), "DELETE");
+        // Hole 8 of the reliability issue: any method token used to become a label value.
+        for token in ["FOOBAR", "X-1", "PROPFIND"] {
+            let method = Method::from_bytes(token.as_bytes()).unwrap();
+            assert_eq!(&*method_label(&method), "other", "{token}");
+        }
         for code in [
             200u16, 201, 202, 400, 404, 405, 413, 415, 429, 500, 503, 504,
         ] {

@@ -33,6 +33,12 @@ pub struct Limits {
     pub max_attributes: usize,
     /// Maximum attribute key length in characters (default 128).
     pub max_attribute_key_chars: usize,
+    /// Maximum length of a string attribute value in UTF-8 bytes (default 32 KiB).
+    pub max_attribute_value_bytes: usize,
+    /// Maximum size of one event's JSON in bytes, in a batch as alone (default 256 KiB, the
+    /// single-event body limit): far below the broker's 1 MB record limit, so an event that
+    /// passes validation can always be produced.
+    pub max_event_bytes: usize,
     /// How far in the future a `timestamp` may be, in milliseconds (default 24 h).
     pub max_future_skew_ms: i64,
 }
@@ -44,6 +50,8 @@ impl Default for Limits {
             max_id_chars: 128,
             max_attributes: 64,
             max_attribute_key_chars: 128,
+            max_attribute_value_bytes: 32 * 1024,
+            max_event_bytes: 256 * 1024,
             max_future_skew_ms: 24 * 60 * 60 * 1000,
         }
     }

@@ -143,6 +143,17 @@ pub(crate) fn parse(
         Err(e) => return Err(malformed(&e)),
     };
     let mut errors = raw.key_errors.clone();
+    if mode == Mode::Client && json.len() > limits.max_event_bytes {
+        // Checked before anything is produced: Kafka could never take it.
+        errors.push(FieldError::new(
+            "$",
+            format!(
+                "the event is {} bytes of JSON; at most {} bytes are allowed",
+                json.len(),
+                limits.max_event_bytes
+            ),
+        ));
+    }
     let mut check = Checker {
         raw: &raw,
         errors: &mut errors,
@@ -366,6 +377,16 @@ impl Checker<'_, '_> {
             {
                 ok = false;
                 self.errors.push(FieldError::new(field(), NUL));
+            }
+            if matches!(value, Value::String(v) if v.len() > limits.max_attribute_value_bytes) {
+                ok = false;
+                self.errors.push(FieldError::new(
+                    field(),
+                    format!(
+                        "must be at most {} bytes (UTF-8)",
+                        limits.max_attribute_value_bytes
+                    ),
+                ));
             }
             if !matches!(value, Value::String(_) | Value::Number(_) | Value::Bool(_)) {
                 ok = false;
@@ -596,6 +617,24 @@ mod tests {
         let given = "0192b1a4-7e6a-7c3e-9a0f-2d9c1e4b5a6f";
         let chosen = parse_client(&with("eventId", json!(given))).unwrap();
         assert_eq!(chosen.event_id.to_string(), given, "a client's own id wins");
+    }
+
+    /// Hole 3 of the reliability issue: an event too large for the broker was answered
+    /// "retry later" forever. Attribute values and whole events are bounded at the edge.
+    #[test]
+    fn attribute_values_and_whole_events_are_bounded() {
+        let limits = Limits::default();
+        let at = "x".repeat(limits.max_attribute_value_bytes);
+        assert!(parse_client(&with("attributes", json!({ "k": at }))).is_ok());
+        let over = "x".repeat(limits.max_attribute_value_bytes + 1);
+        assert_field_rejected(&with("attributes", json!({ "k": over })), "attributes.k");
+        let mut attributes = serde_json::Map::new();
+        for i in 0..10 {
+            attributes.insert(format!("k{i}"), json!("y".repeat(30_000)));
+        }
+        let big = with("attributes", json!(attributes));
+        assert!(big.len() > limits.max_event_bytes);
+        assert_field_rejected(&big, "$");
     }
 
     /// Hole 1 of the reliability issue: PostgreSQL cannot store U+0000, so an event holding

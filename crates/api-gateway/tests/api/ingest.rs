@@ -95,6 +95,38 @@ async fn batches_json_and_ndjson_are_all_in_the_topic() {
     gw.stop().await;
 }
 
+/// Hole 3 of the reliability issue: one event too large for the broker (a 1.2 MB
+/// attribute) in a batch was answered 503 + Retry-After forever, after the batch's other
+/// events had been produced. It is refused, naming the item, before anything is produced.
+#[tokio::test]
+async fn an_event_too_large_for_the_broker_is_refused_before_anything_is_produced() {
+    let gw = TestGateway::start(&[]).await;
+    let mut events: Vec<Value> = (0..3).map(|i| event("info", i)).collect();
+    events[1]["attributes"]["blob"] = json!("z".repeat(1_200_000));
+    let resp = gw.post_json("/api/logs/batch", &json!(events)).await;
+    assert_eq!(resp.status(), 400);
+    assert!(
+        resp.headers().get("retry-after").is_none(),
+        "retrying cannot help"
+    );
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["error"], "invalid_batch");
+    let items: Vec<(i64, &str)> = body["details"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| (d["index"].as_i64().unwrap(), d["field"].as_str().unwrap()))
+        .collect();
+    assert_eq!(items, vec![(1, "$"), (1, "attributes.blob")], "{body}");
+    let resp = gw.post_json("/api/logs", &event("info", 9)).await;
+    let ack: Value = resp.json().await.unwrap();
+    assert_eq!(
+        ack["offset"], 0,
+        "the refused batch must not have produced anything"
+    );
+    gw.stop().await;
+}
+
 #[tokio::test]
 async fn invalid_batch_lists_every_bad_item_and_produces_nothing() {
     let gw = TestGateway::start(&[]).await;
