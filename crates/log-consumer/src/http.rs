@@ -55,11 +55,14 @@ async fn health(State(s): State<HttpState>) -> Response {
 }
 
 async fn ready(State(s): State<HttpState>) -> Response {
-    let subscribed = s.shared.health().subscribed;
-    if subscribed && s.db.ping().await {
+    // Ready once subscribed, in the group (a broker answered: at least one assignment, even
+    // an empty one) and the database answers.
+    let h = s.shared.health();
+    let joined = h.rebalances > 0;
+    if h.subscribed && joined && s.db.ping().await {
         Json(json!({"status": "ready"})).into_response()
     } else {
-        let body = json!({"status": "not_ready", "subscribed": subscribed});
+        let body = json!({"status": "not_ready", "subscribed": h.subscribed, "joined": joined});
         (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
     }
 }

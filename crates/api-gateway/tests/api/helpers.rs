@@ -41,6 +41,13 @@ impl TestGateway {
     }
 
     pub(crate) async fn start_with(cfg: Config) -> TestGateway {
+        let gw = Self::launch(cfg).await;
+        gw.wait_ready().await;
+        gw
+    }
+
+    /// A gateway that was started, ready or not.
+    pub(crate) async fn launch(cfg: Config) -> TestGateway {
         let brokers = cfg.kafka_brokers.clone();
         let topic = cfg.kafka_topic.clone();
         let app = Application::build(cfg).await.expect("gateway builds");
@@ -49,20 +56,22 @@ impl TestGateway {
         let done = tokio::spawn(app.run_until_stopped(async move {
             let _ = rx.await;
         }));
-        let gw = TestGateway {
+        TestGateway {
             addr,
             topic,
             brokers,
             client: reqwest::Client::new(),
             stop: Some(tx),
             done: Some(done),
-        };
-        gw.wait_ready().await;
-        gw
+        }
     }
 
     async fn wait_ready(&self) {
-        let ready = test_support::wait_until(Duration::from_secs(30), || async {
+        self.wait_ready_within(Duration::from_secs(30)).await;
+    }
+
+    pub(crate) async fn wait_ready_within(&self, timeout: Duration) {
+        let ready = test_support::wait_until(timeout, || async {
             matches!(self.client.get(self.url("/health/ready")).send().await, Ok(r) if r.status() == 200)
         })
         .await;

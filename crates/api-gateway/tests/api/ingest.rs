@@ -367,3 +367,33 @@ async fn broker_down_answers_503_with_retry_after_within_the_produce_timeout() {
     // log-consumer's tests/consumer/broker_faults.rs.
     gw.stop().await;
 }
+
+/// Hole 4 of the reliability issue, the gateway's half: started while its broker is down it
+/// stays up, is not ready, answers 503 (never hangs, never 2xx), and serves once the broker
+/// is back.
+#[tokio::test]
+async fn a_gateway_started_while_its_broker_is_down_answers_503_then_202() {
+    let broker = test_support::dedicated_broker();
+    let topic = test_support::unique("late");
+    test_support::create_topic(&broker.brokers(), &topic, 3).await;
+    broker.stop();
+    let cfg = helpers::config(&broker.brokers(), &topic, &["--produce-timeout-ms=3000"]);
+    let gw = TestGateway::launch(cfg).await;
+    let ready = gw.client.get(gw.url("/health/ready")).send().await.unwrap();
+    assert_eq!(ready.status(), 503, "ready without a broker");
+    let started = Instant::now();
+    let resp = gw.post_json("/api/logs", &event("info", 1)).await;
+    assert_eq!(resp.status(), 503);
+    assert!(resp.headers().contains_key("retry-after"));
+    assert!(
+        started.elapsed() <= Duration::from_millis(3500),
+        "{:?}",
+        started.elapsed()
+    );
+
+    broker.start();
+    gw.wait_ready_within(Duration::from_secs(60)).await;
+    let resp = gw.post_json("/api/logs", &event("info", 2)).await;
+    assert_eq!(resp.status(), 202);
+    gw.stop().await;
+}

@@ -796,3 +796,35 @@ async fn a_consumer_started_before_its_database_waits_for_it_then_consumes() {
     consumer.stop().await;
     proxy.abort();
 }
+
+/// Hole 4 of the reliability issue, the consumer's half: started while its broker is down it
+/// stays up, is not ready (it has not joined its group), and consumes once the broker is back.
+#[tokio::test]
+async fn a_consumer_started_while_its_broker_is_down_waits_then_consumes() {
+    let broker = test_support::dedicated_broker();
+    let mut s = setup().await;
+    s.brokers = broker.brokers();
+    test_support::create_topic(&s.brokers, &s.topic, 3).await;
+    test_support::create_topic(&s.brokers, &format!("{}.dlq", s.topic), 3).await;
+    broker.stop();
+    let consumer = s.launch(s.config(&[])).await;
+    let down_until = Instant::now() + Duration::from_secs(4);
+    while Instant::now() < down_until {
+        let ready = reqwest::get(format!("{}/health/ready", consumer.base))
+            .await
+            .unwrap();
+        assert_eq!(ready.status(), 503, "ready without a broker");
+        assert_eq!(consumer.health().await["status"], "up");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+
+    broker.start();
+    let evs = events(1_000);
+    let (b, t, e) = (s.brokers.clone(), s.topic.clone(), evs);
+    tokio::task::spawn_blocking(move || produce_events(&b, &t, &e))
+        .await
+        .unwrap();
+    s.assert_drained(1_000, Duration::from_secs(90)).await;
+    assert_eq!(s.distinct_rows().await, 1_000);
+    consumer.stop().await;
+}
