@@ -125,6 +125,25 @@ impl Setup {
             .unwrap_or(-1)
     }
 
+    /// Produces `evs` to the test's topic from a blocking task.
+    async fn send(&self, evs: Vec<LogEvent>) {
+        let (b, t) = (self.brokers.clone(), self.topic.clone());
+        tokio::task::spawn_blocking(move || produce_events(&b, &t, &evs))
+            .await
+            .unwrap();
+    }
+
+    /// Holds an exclusive lock on log_events until the transaction ends: writes neither fail
+    /// nor finish, as with a database that hangs.
+    async fn lock_table(&self) -> sqlx::Transaction<'static, sqlx::Postgres> {
+        let mut lock = self.pool.begin().await.unwrap();
+        sqlx::query("LOCK TABLE log_events IN ACCESS EXCLUSIVE MODE")
+            .execute(&mut *lock)
+            .await
+            .unwrap();
+        lock
+    }
+
     /// Rows visible to the transaction holding the table lock (nobody else can read).
     async fn rows_during_lock(&self, lock: &mut sqlx::Transaction<'_, sqlx::Postgres>) -> i64 {
         sqlx::query_scalar("SELECT count(*) FROM log_events")
@@ -205,6 +224,19 @@ struct Running {
 }
 
 impl Running {
+    /// For `period`, the process answers (`/health` up) but `/health/ready` says 503.
+    async fn assert_up_not_ready(&self, period: Duration, missing: &str) {
+        let until = Instant::now() + period;
+        while Instant::now() < until {
+            let ready = reqwest::get(format!("{}/health/ready", self.base))
+                .await
+                .unwrap();
+            assert_eq!(ready.status(), 503, "ready without {missing}");
+            assert_eq!(self.health().await["status"], "up");
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
     async fn health(&self) -> Value {
         reqwest::get(format!("{}/health", self.base))
             .await
@@ -224,10 +256,7 @@ impl Running {
 async fn twenty_thousand_events_stored_field_for_field_and_committed_to_the_end() {
     let s = setup().await;
     let evs = events(20_000);
-    let (b, t, e) = (s.brokers.clone(), s.topic.clone(), evs.clone());
-    tokio::task::spawn_blocking(move || produce_events(&b, &t, &e))
-        .await
-        .unwrap();
+    s.send(evs.clone()).await;
     let consumer = s.start(&[]).await;
     s.assert_drained(20_000, Duration::from_secs(90)).await;
     assert_eq!(s.rows().await, 20_000);
@@ -298,10 +327,7 @@ fn spawn_binary(s: &Setup, port: u16) -> Child {
 async fn sigkill_mid_stream_then_restart_stores_everything_once() {
     let s = setup().await;
     let evs = events(40_000);
-    let (b, t, e) = (s.brokers.clone(), s.topic.clone(), evs.clone());
-    tokio::task::spawn_blocking(move || produce_events(&b, &t, &e))
-        .await
-        .unwrap();
+    s.send(evs.clone()).await;
     let port = test_support::free_port();
     let mut first = spawn_binary(&s, port);
     assert!(s.wait_rows(2_000, Duration::from_secs(60)).await);
@@ -536,10 +562,7 @@ async fn a_row_postgres_refuses_goes_to_dead_letters_and_the_rest_are_stored() {
     let mut evs = events(500);
     // A NUL byte is valid JSON and a valid record, but PostgreSQL text cannot hold it.
     evs[250].message = "bad \u{0} byte".to_owned();
-    let (b, t, e) = (s.brokers.clone(), s.topic.clone(), evs.clone());
-    tokio::task::spawn_blocking(move || produce_events(&b, &t, &e))
-        .await
-        .unwrap();
+    s.send(evs.clone()).await;
     // The binary, so that its /metrics count this test's statements only.
     let port = test_support::free_port();
     let mut consumer = spawn_binary(&s, port);
@@ -578,11 +601,7 @@ async fn a_row_postgres_refuses_goes_to_dead_letters_and_the_rest_are_stored() {
 #[tokio::test]
 async fn a_large_backlog_drains_with_in_flight_within_the_limit() {
     let s = setup().await;
-    let evs = events(200_000);
-    let (b, t, e) = (s.brokers.clone(), s.topic.clone(), evs);
-    tokio::task::spawn_blocking(move || produce_events(&b, &t, &e))
-        .await
-        .unwrap();
+    s.send(events(200_000)).await;
     // A limit far below what one fetch delivers, so the bound is hit all the time.
     let consumer = s.start(&["--max-in-flight=100", "--batch-size=50"]).await;
     let deadline = Instant::now() + Duration::from_secs(120);
@@ -649,16 +668,8 @@ async fn a_stalled_database_pauses_after_the_grace_keeps_the_assignment_and_resu
     let rebalances = consumer.health().await["rebalances"].clone();
 
     // Writes block (they neither fail nor finish): the breaker stays closed, in-flight fills.
-    let mut lock = s.pool.begin().await.unwrap();
-    sqlx::query("LOCK TABLE log_events IN ACCESS EXCLUSIVE MODE")
-        .execute(&mut *lock)
-        .await
-        .unwrap();
-    let evs = events(5_000);
-    let (b, t, e) = (s.brokers.clone(), s.topic.clone(), evs);
-    tokio::task::spawn_blocking(move || produce_events(&b, &t, &e))
-        .await
-        .unwrap();
+    let lock = s.lock_table().await;
+    s.send(events(5_000)).await;
     let paused = test_support::wait_until(Duration::from_secs(30), || async {
         let h = consumer.health().await;
         h["paused"] == true && h["inFlight"] == 200
@@ -692,16 +703,8 @@ async fn a_hung_database_times_out_opens_the_breaker_and_loses_nothing() {
     let consumer = s
         .start(&["--db-write-timeout-ms=1000", "--breaker-open-secs=2"])
         .await;
-    let mut lock = s.pool.begin().await.unwrap();
-    sqlx::query("LOCK TABLE log_events IN ACCESS EXCLUSIVE MODE")
-        .execute(&mut *lock)
-        .await
-        .unwrap();
-    let evs = events(3_000);
-    let (b, t, e) = (s.brokers.clone(), s.topic.clone(), evs);
-    tokio::task::spawn_blocking(move || produce_events(&b, &t, &e))
-        .await
-        .unwrap();
+    let mut lock = s.lock_table().await;
+    s.send(events(3_000)).await;
     let hung = Instant::now();
     let opened = test_support::wait_until(Duration::from_secs(30), || async {
         consumer.health().await["breaker"] != "closed"
@@ -757,22 +760,12 @@ async fn a_consumer_started_before_its_database_waits_for_it_then_consumes() {
     let mut cfg = s.config(&[]);
     cfg.database_url = format!("postgres://postgres@127.0.0.1:{port}/{name}");
     let consumer = s.launch(cfg).await;
-    let evs = events(1_000);
-    let (b, t, e) = (s.brokers.clone(), s.topic.clone(), evs);
-    tokio::task::spawn_blocking(move || produce_events(&b, &t, &e))
-        .await
-        .unwrap();
+    s.send(events(1_000)).await;
 
     // Down: the process is up and answers, but not ready, and stores nothing.
-    let down_until = Instant::now() + Duration::from_secs(4);
-    while Instant::now() < down_until {
-        let ready = reqwest::get(format!("{}/health/ready", consumer.base))
-            .await
-            .unwrap();
-        assert_eq!(ready.status(), 503, "ready without a database");
-        assert_eq!(consumer.health().await["status"], "up");
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    consumer
+        .assert_up_not_ready(Duration::from_secs(4), "a database")
+        .await;
     let table: Option<String> = sqlx::query_scalar("SELECT to_regclass('log_events')::text")
         .fetch_one(&s.pool)
         .await
@@ -808,22 +801,12 @@ async fn a_consumer_started_while_its_broker_is_down_waits_then_consumes() {
     test_support::create_topic(&s.brokers, &format!("{}.dlq", s.topic), 3).await;
     broker.stop();
     let consumer = s.launch(s.config(&[])).await;
-    let down_until = Instant::now() + Duration::from_secs(4);
-    while Instant::now() < down_until {
-        let ready = reqwest::get(format!("{}/health/ready", consumer.base))
-            .await
-            .unwrap();
-        assert_eq!(ready.status(), 503, "ready without a broker");
-        assert_eq!(consumer.health().await["status"], "up");
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    consumer
+        .assert_up_not_ready(Duration::from_secs(4), "a broker")
+        .await;
 
     broker.start();
-    let evs = events(1_000);
-    let (b, t, e) = (s.brokers.clone(), s.topic.clone(), evs);
-    tokio::task::spawn_blocking(move || produce_events(&b, &t, &e))
-        .await
-        .unwrap();
+    s.send(events(1_000)).await;
     s.assert_drained(1_000, Duration::from_secs(90)).await;
     assert_eq!(s.distinct_rows().await, 1_000);
     consumer.stop().await;
