@@ -140,7 +140,15 @@ admin() { java -Xmx128m -XX:TieredStopAtLevel=1 -cp "$CACHE/libs/*:$CACHE/admin"
 
 need_data() {
   [ -n "$data" ] || die "$cmd needs --data DIR (see --help)"
-  mkdir -p "$data"
+  # Only start creates the folder: a stop after the folder was deleted must not recreate it.
+  [ "$cmd" = start ] && mkdir -p "$data"
+  if [ ! -d "$data" ]; then
+    case "$cmd" in
+      stop) say "no cluster in $data"; exit 0 ;;
+      status) echo "no cluster in $data"; exit 3 ;;
+      *) die "no cluster in $data" ;;
+    esac
+  fi
   data=$(cd "$data" && pwd)
 }
 
