@@ -3,9 +3,9 @@
 //! A Kafka message flows forward through the rooms: [`Pipeline::on_message`] (tracked,
 //! decoded, batched; poison to the DLQ) → [`writer`] (a batch written through the breaker,
 //! retried until durable) → back to the loop as done offsets → [`Shared::apply_done`] → the
-//! periodic commit of the contiguous watermark. [`flow`] decides before each take whether to
-//! take and whether to pause; [`shared`] holds the state the health endpoint and the
-//! rebalance callbacks read.
+//! periodic commit of the contiguous watermark ([`commit`]). [`flow`] decides before each
+//! take whether to take and whether to pause; [`shared`] holds the state the health
+//! endpoint and the rebalance callbacks read.
 //!
 //! At most `MAX_IN_FLIGHT` events are between "received" and "durable" (at the limit the loop
 //! stops taking messages; still full after `PAUSE_AFTER_FULL_MS`, it pauses the partitions and
@@ -13,6 +13,7 @@
 //! batch is retried, never skipped; only the contiguous watermark of durable offsets
 //! (flow_control::OffsetTracker) is ever committed.
 
+mod commit;
 mod flow;
 mod shared;
 mod writer;
@@ -29,13 +30,13 @@ use log_event::{Limits, LogEvent};
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::error::KafkaResult;
 use rdkafka::message::{BorrowedMessage, Message};
-use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::mpsc;
 
 use crate::config::Config;
 use crate::db::{Db, Row};
 use crate::dlq::DeadLetterTopic;
 use crate::metrics;
+use commit::{commit, publish_metrics};
 use shared::lock;
 use writer::{Done, Writer};
 
@@ -295,44 +296,4 @@ fn set_paused(consumer: &StreamConsumer<Context>, shared: &Shared, pause: bool) 
     }
     metrics::paused(pause);
     tracing::debug!(pause, partitions = assignment.count(), "flow control");
-}
-
-/// Commits the watermark of durable offsets (the first offset not yet durable, per partition).
-fn commit(consumer: &StreamConsumer<Context>, shared: &Shared, topic: &str, mode: CommitMode) {
-    let points = lock(&shared.tracker).to_commit();
-    if points.is_empty() {
-        return;
-    }
-    let mut tpl = TopicPartitionList::new();
-    for (p, o) in &points {
-        let _ = tpl.add_partition_offset(topic, *p, Offset::Offset(*o));
-    }
-    match consumer.commit(&tpl, mode) {
-        Ok(()) => {
-            let mut tracker = lock(&shared.tracker);
-            for (p, o) in &points {
-                tracker.mark_committed(*p, *o);
-                metrics::committed_offset(*p, *o);
-            }
-            *lock(&shared.last_commit) = Some(Instant::now());
-        }
-        Err(e) => tracing::warn!(error = %e, "offset commit failed; will retry"),
-    }
-}
-
-fn publish_metrics(shared: &Shared, db: &Db) {
-    // Every tracked partition, committed or not: a lag that stops moving is the signal.
-    {
-        let tracker = lock(&shared.tracker);
-        for p in tracker.partitions() {
-            metrics::commit_lag(p, tracker.commit_lag(p));
-        }
-    }
-    metrics::in_flight(
-        shared.in_flight.load(Ordering::Relaxed),
-        shared.max_in_flight,
-    );
-    let (size, idle, waiting, max) = db.usage();
-    metrics::pool(size, idle, waiting, max);
-    metrics::breaker(shared.breaker_state());
 }
