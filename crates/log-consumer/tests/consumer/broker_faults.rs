@@ -148,7 +148,7 @@ struct Pipeline {
     gateway: String,
     stop_gateway: tokio::sync::oneshot::Sender<()>,
     gateway_task: tokio::task::JoinHandle<Result<(), api_gateway::ServeError>>,
-    consumer: std::process::Child,
+    consumer: KillOnDrop,
     pool: PgPool,
 }
 
@@ -193,6 +193,7 @@ impl Pipeline {
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
+            .map(KillOnDrop)
             .unwrap();
         let pool = PgPool::connect(&db_url).await.unwrap();
         let http = reqwest::Client::new();
@@ -267,13 +268,24 @@ impl Pipeline {
     async fn stop(mut self) {
         let _ = self.stop_gateway.send(());
         self.gateway_task.await.unwrap().unwrap();
-        let pid = self.consumer.id().to_string();
+        let pid = self.consumer.0.id().to_string();
         let term = std::process::Command::new("kill")
             .args(["-TERM", &pid])
             .status();
         assert!(term.unwrap().success());
-        let exit = blocking(|| self.consumer.wait()).unwrap();
+        let exit = blocking(|| self.consumer.0.wait()).unwrap();
         assert!(exit.success(), "log-consumer exited with {exit}");
+    }
+}
+
+/// The consumer's process, killed should the test fail before stopping it (a panicking test
+/// must not leave it running).
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }
 
