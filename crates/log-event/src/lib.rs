@@ -135,15 +135,18 @@ impl LogEvent {
         // its preserve_order feature, and the client's key order must not matter.
         let attributes: Option<std::collections::BTreeMap<&String, &serde_json::Value>> =
             self.attributes.as_ref().map(|a| a.iter().collect());
-        let canonical = serde_json::json!([
-            self.source,
-            self.correlation_id,
+        // A JSON array serialized straight from references: no copy of the fields (this runs
+        // for every event without an id, on the request path).
+        let canonical = serde_json::to_vec(&(
+            &self.source,
+            &self.correlation_id,
             self.timestamp,
             self.severity.as_str(),
-            self.message,
+            &self.message,
             attributes,
-        ]);
-        Uuid::new_v5(&CONTENT_ID_NAMESPACE, canonical.to_string().as_bytes())
+        ))
+        .expect("strings, numbers and JSON values always serialize");
+        Uuid::new_v5(&CONTENT_ID_NAMESPACE, &canonical)
     }
 
     /// Validates one client event. `now_ms` is the gateway's clock (epoch ms): it bounds the
