@@ -20,7 +20,7 @@ or three-node clusters through scripts/kafka.sh), then runs, each after a "==> s
   shellcheck, integration-tests/check-compose.py, docker compose config -q (or docker-compose v1)
   integration-tests/test-backpressure.sh         (when present)
   integration-tests/test-dashboards.sh
-  integration-tests/faults.sh --runs 6             (the fault matrix, each fault once)
+  integration-tests/faults.sh --runs 6             (the fault matrix's first six faults)
 env: TEST_DATABASE_ADMIN_URL, REDIS_URL, KEEP_TMP=1 (keep the temp folder).
 USAGE
 }
