@@ -228,6 +228,23 @@ impl CircuitBreaker {
         }
     }
 
+    /// An out-of-band health check passed while open (the database answers a ping again):
+    /// go half-open now instead of at the end of `wait_in_open`, so that the trial calls
+    /// decide at once whether the database is back. No change in any other state. The
+    /// caller paces the checks, so an outage that pings fine but fails writes (a full disk)
+    /// costs at most `half_open_calls` trial calls per check.
+    pub fn probe_passed(&mut self, now: Instant) -> Option<Transition> {
+        if !matches!(self.inner, Inner::Open { .. }) || self.state(now) != BreakerState::Open {
+            return None;
+        }
+        self.inner = Inner::HalfOpen { permitted: 0 };
+        self.window.clear();
+        Some(Transition {
+            from: BreakerState::Open,
+            to: BreakerState::HalfOpen,
+        })
+    }
+
     fn open(&mut self, from: BreakerState, now: Instant) -> Transition {
         self.inner = Inner::Open { since: now };
         self.window.clear();
@@ -654,5 +671,35 @@ mod tests {
             transition(BreakerState::Closed, BreakerState::Open),
             "2/4"
         );
+    }
+
+    #[test]
+    fn a_passed_probe_half_opens_an_open_breaker_at_once() {
+        let mut b = breaker();
+        let t0 = Instant::now();
+        assert_eq!(b.probe_passed(t0), None, "closed: nothing to do");
+        let opened = run(&mut b, &[Outcome::Failure; 10], t0).expect("opened");
+        assert_eq!(opened.to, BreakerState::Open);
+        assert!(b.try_acquire(t0 + Duration::from_secs(1)).is_err());
+        let t1 = t0 + Duration::from_secs(1);
+        assert_eq!(
+            b.probe_passed(t1),
+            Some(Transition {
+                from: BreakerState::Open,
+                to: BreakerState::HalfOpen
+            })
+        );
+        assert_eq!(b.state(t1), BreakerState::HalfOpen);
+        assert_eq!(b.probe_passed(t1), None, "already half-open");
+        // The trial calls decide as usual: ten successes close it, ...
+        let closed = run(&mut b, &[Outcome::Success; 10], t1).expect("closed");
+        assert_eq!(closed.to, BreakerState::Closed);
+        // ... ten failures open it again for a full wait.
+        run(&mut b, &[Outcome::Failure; 10], t1).expect("opened");
+        b.probe_passed(t1 + Duration::from_secs(2))
+            .expect("half-open");
+        let reopened = run(&mut b, &[Outcome::Failure; 10], t1).expect("reopened");
+        assert_eq!(reopened.to, BreakerState::Open);
+        assert!(b.try_acquire(t1 + WAIT - Duration::from_secs(1)).is_err());
     }
 }

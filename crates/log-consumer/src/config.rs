@@ -88,9 +88,16 @@ pub struct Config {
     #[arg(long, env = "DB_WRITE_TIMEOUT_MS", default_value_t = 10_000)]
     pub db_write_timeout_ms: u64,
 
-    /// Seconds the circuit breaker stays open before trial calls.
+    /// Seconds the circuit breaker stays open before trial calls (at most: see
+    /// `BREAKER_PROBE_MS`).
     #[arg(long, env = "BREAKER_OPEN_SECS", default_value_t = 30)]
     pub breaker_open_secs: u64,
+
+    /// While the breaker is open, ping the database this often (milliseconds); when it
+    /// answers, the breaker half-opens at once and trial writes decide. 0 = wait the full
+    /// `BREAKER_OPEN_SECS`.
+    #[arg(long, env = "BREAKER_PROBE_MS", default_value_t = 1000)]
+    pub breaker_probe_ms: u64,
 
     /// How often durable offsets are committed, in milliseconds.
     #[arg(long, env = "COMMIT_INTERVAL_MS", default_value_t = 1000)]
@@ -137,6 +144,11 @@ impl Config {
 
     pub fn db_write_timeout(&self) -> Duration {
         Duration::from_millis(self.db_write_timeout_ms.max(1))
+    }
+
+    /// How often an open breaker pings the database, if at all.
+    pub fn breaker_probe(&self) -> Option<Duration> {
+        (self.breaker_probe_ms > 0).then(|| Duration::from_millis(self.breaker_probe_ms))
     }
 
     pub fn shutdown_grace(&self) -> Duration {

@@ -74,6 +74,9 @@ pub async fn run(
     metrics::paused(false);
     metrics::assigned(0);
 
+    let probe = cfg.breaker_probe().map(|every| {
+        writer::spawn_breaker_probe(db.clone(), shared.clone(), every, cfg.db_write_timeout())
+    });
     let (done_tx, mut done_rx) = mpsc::channel::<Done>(cfg.max_in_flight.max(16));
     let mut tick = tokio::time::interval(
         cfg.batch_linger()
@@ -114,6 +117,9 @@ pub async fn run(
         }
         pipeline.flush_if_due();
         pipeline.commit_if_due(&consumer);
+    }
+    if let Some(probe) = probe {
+        probe.abort();
     }
     pipeline.shutdown(&consumer, &mut done_rx).await;
     Ok(())

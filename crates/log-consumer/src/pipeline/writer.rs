@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use flow_control::{Backoff, Outcome, Transition};
+use flow_control::{Backoff, BreakerState, Outcome, Transition};
 use tokio::sync::{mpsc, Semaphore};
 
 use super::shared::{lock, Shared};
@@ -144,6 +144,30 @@ async fn write_with_retry(
             }
         }
     }
+}
+
+/// While the breaker is open, pings the database every `every` (each ping bounded by
+/// `timeout`); an answer half-opens the breaker at once, so writing resumes about `every`
+/// after the database is back instead of at the end of `BREAKER_OPEN_SECS`.
+pub(crate) fn spawn_breaker_probe(
+    db: Db,
+    shared: Arc<Shared>,
+    every: Duration,
+    timeout: Duration,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            if shared.breaker_state() != BreakerState::Open {
+                continue;
+            }
+            if let Ok(true) = tokio::time::timeout(timeout, db.ping()).await {
+                report(lock(&shared.breaker).probe_passed(Instant::now()));
+            }
+        }
+    })
 }
 
 /// Logs and publishes a change of the database breaker's state where the write causing it

@@ -461,11 +461,23 @@ async fn database_outage_opens_the_breaker_pauses_and_loses_nothing() {
     }
     assert!(max_in_flight <= 1000);
     set_table_online(&s.pool, true).await;
+    let back = Instant::now();
     let closed = test_support::wait_until(Duration::from_secs(90), || async {
         consumer.health().await["breaker"] == "closed"
     })
     .await;
     assert!(closed, "breaker did not close: {}", consumer.health().await);
+    // The open breaker pings the database every BREAKER_PROBE_MS (1 s) and half-opens as soon
+    // as it answers; without that, closing could take the whole BREAKER_OPEN_SECS (30 s).
+    eprintln!(
+        "breaker closed {:.1} s after the database came back",
+        back.elapsed().as_secs_f64()
+    );
+    assert!(
+        back.elapsed() < Duration::from_secs(10),
+        "the breaker took {:?} to close after the database came back",
+        back.elapsed()
+    );
     s.assert_drained(20_000, Duration::from_secs(300)).await;
     assert_eq!(s.rows().await, 20_000);
     assert_eq!(s.distinct_rows().await, 20_000);
