@@ -79,15 +79,35 @@ impl Backpressure {
         }
     }
 
+    /// Spends `cost` leased permits of pool `i` if there are that many.
+    fn spend_leased(&self, i: usize, cost: f64) -> bool {
+        let mut st = self.lock();
+        let enough = st.leased[i] >= cost;
+        if enough {
+            st.leased[i] -= cost;
+        }
+        enough
+    }
+
     /// Spends leased permits, leasing more from Redis when short. Ok(false) = no permits.
+    /// One trip per pool at a time: without that, requests arriving together each leased
+    /// their need plus a slice, drained the cluster bucket between them and refused one
+    /// another well under the rate (9 of 16 simultaneous batches on a fresh gateway).
     async fn take_leased(&self, redis: &RedisBudget, cost: f64, pool: Pool) -> Result<bool, ()> {
         let i = pool_index(pool);
+        if self.spend_leased(i, cost) {
+            return Ok(true);
+        }
+        let _trip = self.leasing[i].lock().await;
+        // The trip this request waited for may have leased enough for it too; or failed.
+        if self.spend_leased(i, cost) {
+            return Ok(true);
+        }
+        if !self.redis_up.load(Ordering::Relaxed) {
+            return Err(());
+        }
         let (missing, rate) = {
-            let mut st = self.lock();
-            if st.leased[i] >= cost {
-                st.leased[i] -= cost;
-                return Ok(true);
-            }
+            let st = self.lock();
             (cost - st.leased[i].max(0.0), st.rate)
         };
         let pool_rate = self.pool_rate(rate, pool);

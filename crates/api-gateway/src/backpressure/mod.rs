@@ -93,6 +93,9 @@ pub struct Backpressure {
     redis: Option<RedisBudget>,
     redis_up: AtomicBool,
     replicas: AtomicUsize,
+    /// One lease trip per pool at a time (`cluster.rs`): requests short of permits together
+    /// wait for the trip in flight instead of each draining the shared bucket.
+    leasing: [tokio::sync::Mutex<()>; 2],
 }
 
 fn pool_index(pool: Pool) -> usize {
@@ -125,6 +128,7 @@ impl Backpressure {
             redis,
             redis_up: AtomicBool::new(redis_up),
             replicas: AtomicUsize::new(1),
+            leasing: Default::default(),
         })
     }
 

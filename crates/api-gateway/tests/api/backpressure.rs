@@ -315,3 +315,49 @@ async fn two_gateways_share_one_redis_budget_and_survive_redis_loss() {
     a.stop().await;
     b.stop().await;
 }
+
+/// Requests that arrive together each find no leased permits and go to Redis for a lease;
+/// the leases must not drain the shared bucket and refuse one another. 16 batches of 10 at
+/// once (160 events) fit in the general pool's bucket (180 at the default 900/s), so every
+/// one is admitted, round after round.
+#[tokio::test]
+async fn concurrent_requests_within_the_burst_are_all_admitted() {
+    let redis = RedisServer::start();
+    let brokers = test_support::broker().brokers();
+    let topic = test_support::unique("together");
+    test_support::create_topic(&brokers, &topic, 3).await;
+    let group = format!("--kafka-group-id={}", test_support::unique("group"));
+    let redis_url = format!("--redis-url={}", redis.url);
+    let gw =
+        TestGateway::start_with(helpers::config(&brokers, &topic, &[&group, &redis_url])).await;
+    assert_eq!(health(&gw).await["redis"], "up");
+    for round in 0..5 {
+        let mut tasks = tokio::task::JoinSet::new();
+        for c in 0..16 {
+            let (client, url) = (gw.client.clone(), gw.url("/api/logs/batch"));
+            let batch: Vec<Value> = (0..10)
+                .map(|i| event("info", round * 1000 + c * 10 + i))
+                .collect();
+            tasks.spawn(async move {
+                let resp = client
+                    .post(&url)
+                    .header("content-type", "application/json")
+                    .body(json!(batch).to_string())
+                    .send()
+                    .await
+                    .unwrap();
+                (resp.status().as_u16(), resp.text().await.unwrap())
+            });
+        }
+        let answers = tasks.join_all().await;
+        let refused: Vec<_> = answers.iter().filter(|(s, _)| *s != 202).collect();
+        assert!(
+            refused.is_empty(),
+            "round {round}: {} of 16 refused: {:?}",
+            refused.len(),
+            refused.first()
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    gw.stop().await;
+}
