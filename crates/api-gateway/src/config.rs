@@ -101,6 +101,23 @@ pub struct Config {
     #[arg(long, env = "MAX_BATCH_EVENTS", default_value_t = 1000)]
     pub max_batch_events: usize,
 
+    /// Largest OTLP export body (`POST /v1/logs`) in bytes, after decompression. The OTel
+    /// Collector's batch processor sends up to 8 192 records at once.
+    #[arg(long, env = "OTLP_MAX_BODY_BYTES", default_value_t = 16 * 1024 * 1024)]
+    pub otlp_max_body_bytes: usize,
+
+    /// Most log records in one OTLP export.
+    #[arg(long, env = "OTLP_MAX_RECORDS", default_value_t = 10_000)]
+    pub otlp_max_records: usize,
+
+    /// The OTLP record attribute that becomes `correlationId` when a record has no trace id.
+    #[arg(
+        long,
+        env = "OTLP_CORRELATION_ATTRIBUTE",
+        default_value = "correlation_id"
+    )]
+    pub otlp_correlation_attribute: String,
+
     /// Answer 202 at enqueue instead of after the delivery report. Benchmarks only: an
     /// acknowledged event could then still be lost.
     #[arg(

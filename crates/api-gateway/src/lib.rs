@@ -13,6 +13,7 @@ pub mod ingest;
 pub mod lag;
 pub mod metrics;
 pub mod openapi;
+pub mod otlp;
 pub mod producer;
 pub mod rate_limit;
 pub mod redis_budget;
@@ -40,6 +41,9 @@ pub struct RequestLimits {
     pub max_body_bytes: usize,
     pub max_batch_bytes: usize,
     pub max_batch_events: usize,
+    pub otlp_max_body_bytes: usize,
+    pub otlp_max_records: usize,
+    pub otlp_correlation_attribute: String,
 }
 
 /// Shared state of every handler.
@@ -56,6 +60,7 @@ pub struct AppState {
 pub const ROUTES: &[(&str, &str)] = &[
     ("post", "/api/logs"),
     ("post", "/api/logs/batch"),
+    ("post", "/v1/logs"),
     ("get", "/api/logs/health"),
     ("get", "/health/live"),
     ("get", "/health/ready"),
@@ -75,6 +80,7 @@ pub fn router(state: Arc<AppState>) -> Router {
             "/api/logs/batch",
             post(ingest::ingest_batch).layer(rate_limit),
         )
+        .route("/v1/logs", post(otlp::export_logs))
         .route("/api/logs/health", get(health::logs_health))
         .route("/health/live", get(health::live))
         .route("/health/ready", get(health::ready))
@@ -183,6 +189,9 @@ impl Application {
                 max_body_bytes: cfg.max_body_bytes,
                 max_batch_bytes: cfg.max_batch_bytes,
                 max_batch_events: cfg.max_batch_events,
+                otlp_max_body_bytes: cfg.otlp_max_body_bytes,
+                otlp_max_records: cfg.otlp_max_records,
+                otlp_correlation_attribute: cfg.otlp_correlation_attribute.clone(),
             },
             kafka,
             metrics: handle,

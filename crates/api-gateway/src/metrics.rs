@@ -29,6 +29,7 @@ pub const LIMITER_REJECTED_TOTAL: &str = "rate_limiter_rejected_total";
 pub const BACKPRESSURE_STATUS: &str = "backpressure_status";
 pub const REDIS_UP: &str = "redis_up";
 pub const GATEWAY_REPLICAS: &str = "gateway_replicas";
+pub const OTLP_LOG_RECORDS_TOTAL: &str = "otlp_log_records_total";
 
 const LATENCY_BUCKETS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
@@ -96,6 +97,27 @@ fn describe() {
         BACKPRESSURE_STATUS,
         "Backpressure status: 0 healthy, 1 degraded, 2 critical"
     );
+    describe_gauge!(
+        CONSUMER_LAG,
+        "Consumer group lag in records (total; per partition with `partition`)"
+    );
+    describe_gauge!(
+        CONSUMER_LAG_AGE_SECONDS,
+        "Seconds since the lag was last measured (-1 before the first measurement)"
+    );
+    describe_gauge!(REDIS_UP, "1 while the Redis-shared budget is in use");
+    describe_gauge!(
+        GATEWAY_REPLICAS,
+        "Gateways sharing the budget, seen through the Redis heartbeat"
+    );
+    describe_counter!(
+        OTLP_LOG_RECORDS_TOTAL,
+        "OTLP log records received on /v1/logs, by outcome"
+    );
+    // The OTLP series exist from the start, so dashboards show 0 rather than no data.
+    for outcome in ["accepted", "rejected", "throttled", "failed", "invalid"] {
+        otlp_records(outcome, 0);
+    }
 }
 
 /// Records one request's status and duration, labelled by its route template. Every label
@@ -218,6 +240,13 @@ pub fn redis_up(up: bool) {
 
 pub fn replicas(n: usize) {
     gauge!(GATEWAY_REPLICAS).set(n as f64);
+}
+
+/// OTLP log records by outcome: `accepted`, `rejected` (partial success), `throttled` (429),
+/// `failed` (503), `invalid` (the export could not be read; counts the requests' records
+/// when known, else nothing, so the series still appears).
+pub fn otlp_records(outcome: &'static str, n: usize) {
+    counter!(OTLP_LOG_RECORDS_TOTAL, "outcome" => outcome).increment(n as u64);
 }
 
 #[cfg(test)]

@@ -41,6 +41,18 @@ fn unavailable() -> Value {
     r
 }
 
+/// An OTLP error: a `google.rpc.Status` in the request's encoding, maybe with Retry-After.
+fn otlp_error(description: &str, retry_after: Option<&str>) -> Value {
+    let mut r = json!({"description": description, "content": {
+        "application/x-protobuf": {"schema": {"type": "string", "format": "binary"}},
+        "application/json": {"schema": {"$ref": "#/components/schemas/RpcStatus"}}
+    }});
+    if let Some(what) = retry_after {
+        r["headers"] = json!({"Retry-After": {"schema": {"type": "integer", "minimum": 1}, "description": what}});
+    }
+    r
+}
+
 fn build() -> Value {
     let ingest_errors = |ok: Value| {
         json!({
@@ -72,6 +84,24 @@ fn build() -> Value {
                     "application/x-ndjson": {"schema": {"type": "string", "description": "One LogEvent JSON object per line"}}
                 }},
                 "responses": ingest_errors(json!({"description": "Kafka acknowledged every event", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/BatchAccepted"}}}}))
+            }},
+            "/v1/logs": {"post": {
+                "summary": "OpenTelemetry logs over OTLP/HTTP (ExportLogsServiceRequest)",
+                "description": "Binary protobuf or OTLP/JSON, optionally gzip. Records that cannot be stored are counted in partialSuccess and the rest are stored; each record's id derives from its content, so a retried export is stored once. Errors are google.rpc.Status in the request's encoding.",
+                "requestBody": {"required": true, "content": {
+                    "application/x-protobuf": {"schema": {"type": "string", "format": "binary"}},
+                    "application/json": {"schema": {"$ref": "#/components/schemas/OtlpLogsRequest"}}
+                }},
+                "responses": {
+                    "200": {"description": "ExportLogsServiceResponse (partialSuccess when records were rejected)", "content": {
+                        "application/x-protobuf": {"schema": {"type": "string", "format": "binary"}},
+                        "application/json": {"schema": {"$ref": "#/components/schemas/OtlpLogsResponse"}}}},
+                    "400": otlp_error("Undecodable body", None),
+                    "413": otlp_error("Body, decompressed body or record count too large (OTLP_MAX_BODY_BYTES, OTLP_MAX_RECORDS)", None),
+                    "415": otlp_error("Content-Type is not application/x-protobuf or application/json, or Content-Encoding is not gzip", None),
+                    "429": otlp_error("Throttled by backpressure", Some("Whole seconds to wait before retrying the export")),
+                    "503": otlp_error("Kafka did not acknowledge every record; retry the export", Some("Whole seconds to wait"))
+                }
             }},
             "/api/logs/health": {"get": {
                 "summary": "Backpressure and dependency health",
@@ -107,6 +137,10 @@ fn build() -> Value {
             "Error": {"type": "object", "required": ["error", "message", "details"], "properties": {
                 "error": {"type": "string"}, "message": {"type": "string"}, "details": {"type": "array"}
             }},
+            "OtlpLogsRequest": {"type": "object", "description": "OTLP/JSON ExportLogsServiceRequest (https://opentelemetry.io/docs/specs/otlp/#json-protobuf-encoding); unknown fields are ignored", "properties": {"resourceLogs": {"type": "array", "items": {"type": "object"}}}},
+            "OtlpLogsResponse": {"type": "object", "properties": {"partialSuccess": {"type": ["object", "null"], "properties": {
+                "rejectedLogRecords": {"type": ["integer", "string"]}, "errorMessage": {"type": "string"}}}}},
+            "RpcStatus": {"type": "object", "required": ["code", "message"], "properties": {"code": {"type": "integer"}, "message": {"type": "string"}}},
             "Health": {"type": "object", "required": ["status", "kafka"], "properties": {
                 "status": {"type": "string", "enum": ["healthy", "degraded", "critical"]},
                 "consumerLag": {"type": "integer"}, "lagAgeSeconds": {"type": "number"},
