@@ -43,7 +43,7 @@ pub struct Config {
     /// 503 and is closed at once. Lowered at start to what the process's open-file limit
     /// allows.
     #[arg(long, env = "HTTP_MAX_CONNECTIONS", default_value_t = 4096,
-          value_parser = clap::value_parser!(u64).range(1..))]
+          value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     pub http_max_connections: u64,
 
     /// Most header fields in a request (431 past it; at most 100 keeps hyper's parser on

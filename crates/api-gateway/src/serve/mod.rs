@@ -106,7 +106,10 @@ pub async fn serve(
     cfg: ServeConfig,
     mut stop: watch::Receiver<bool>,
 ) {
-    let max = cfg.max_connections.min(Semaphore::MAX_PERMITS);
+    // Bounded so the drain below can ask for every permit at once.
+    let max = cfg
+        .max_connections
+        .clamp(1, Semaphore::MAX_PERMITS.min(u32::MAX as usize));
     // The cap, and at the end the drain: every open connection holds one permit.
     let permits = Arc::new(Semaphore::new(max));
     metrics::connection_limit(kind, max);
