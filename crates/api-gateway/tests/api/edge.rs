@@ -82,6 +82,8 @@ struct Outcome {
     /// `Body`) to EOF or reset; `None` if still open when the client gave up.
     closed_after: Option<Duration>,
     answer: Vec<u8>,
+    /// Ended by a reset rather than EOF.
+    reset: bool,
 }
 
 async fn slow_client(addr: String, kind: Slow, trickle: Duration, give_up: Duration) -> Outcome {
@@ -105,9 +107,11 @@ async fn slow_client(addr: String, kind: Slow, trickle: Duration, give_up: Durat
         kind,
         closed_after: None,
         answer: Vec::new(),
+        reset: false,
     };
     if written.is_err() {
         outcome.closed_after = Some(started.elapsed());
+        outcome.reset = true;
         return outcome;
     }
     let mut buf = [0u8; 1024];
@@ -115,14 +119,19 @@ async fn slow_client(addr: String, kind: Slow, trickle: Duration, give_up: Durat
     loop {
         tokio::select! {
             read = tcp.read(&mut buf) => match read {
-                Ok(0) | Err(_) => break,
+                Ok(0) => break,
                 Ok(n) => outcome.answer.extend_from_slice(&buf[..n]),
+                Err(_) => {
+                    outcome.reset = true;
+                    break;
+                }
             },
             _ = tick.tick() => {
                 if started.elapsed() > give_up {
                     return outcome;
                 }
                 if tcp.write_all(b"a").await.is_err() {
+                    outcome.reset = true;
                     break;
                 }
             }
@@ -276,6 +285,7 @@ async fn two_thousand_slow_sockets_are_cut_off_while_a_normal_client_is_served()
     let (p50, p99, max) = percentiles(latencies);
     let mut worst = Duration::ZERO;
     let mut earliest = Duration::MAX;
+    let mut answered_408 = 0;
     for o in &outcomes {
         let closed = o.closed_after.unwrap_or_else(|| {
             panic!(
@@ -288,26 +298,37 @@ async fn two_thousand_slow_sockets_are_cut_off_while_a_normal_client_is_served()
             "a {:?} slow socket was closed only after {closed:?}",
             o.kind
         );
-        // Trickling kept it alive up to its deadline: the deadline, not an inactivity
-        // timer, closed it.
+        // Not closed early by something else. Half the timeout, not more: the client starts
+        // its clock when its task next runs, which on a loaded machine can be well after the
+        // server started its own.
         assert!(
-            closed >= timeout.mul_f64(0.9),
+            closed >= timeout / 2,
             "a {:?} slow socket was closed after {closed:?}, before its deadline",
             o.kind
         );
         if o.kind == Slow::Body {
+            // The server closes with the client's latest bytes unread, so the kernel sends a
+            // reset, which destroys the 408 if the client had not read it yet (hyper does no
+            // lingering close): a 408, or else a reset, never a silent EOF.
+            let got_408 = o.answer.starts_with(b"HTTP/1.1 408");
             assert!(
-                o.answer.starts_with(b"HTTP/1.1 408"),
+                got_408 || (o.answer.is_empty() && o.reset),
                 "a trickled body got {:?}",
                 String::from_utf8_lossy(&o.answer)
             );
+            answered_408 += usize::from(got_408);
         }
         worst = worst.max(closed);
         earliest = earliest.min(closed);
     }
+    let bodies = outcomes.iter().filter(|o| o.kind == Slow::Body).count();
     println!(
-        "normal client: {sent} requests, p50 {p50:?}, p99 {p99:?}, max {max:?}; {} slow sockets ({SLOW_SOCKETS} at a time) closed after {earliest:?}..{worst:?} (timeout {timeout:?})",
+        "normal client: {sent} requests, p50 {p50:?}, p99 {p99:?}, max {max:?}; {} slow sockets ({SLOW_SOCKETS} at a time) closed after {earliest:?}..{worst:?} (timeout {timeout:?}); {answered_408} of {bodies} trickled bodies read their 408",
         outcomes.len()
+    );
+    assert!(
+        answered_408 * 2 >= bodies,
+        "only {answered_408} of {bodies} trickled bodies read their 408"
     );
     assert!(
         failures.is_empty(),
