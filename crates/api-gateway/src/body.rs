@@ -1,7 +1,13 @@
-//! Reads a request body under the size limits: Content-Type, Content-Length and gzip checks
-//! happen before any parsing, and decompression is capped so a zip bomb costs nothing.
+//! Reads a request body under the size and time limits: Content-Type, Content-Length and gzip
+//! checks happen before any parsing, decompression is capped so a zip bomb costs nothing, and
+//! the whole body must arrive before a deadline.
+//!
+//! By hand rather than tower-http's layers: `RequestBodyLimitLayer` answers its own 413 (not
+//! our error body) and cannot cap the *decompressed* size, and `RequestBodyTimeoutLayer` only
+//! bounds the gap between two chunks, so a client trickling a byte a second never times out.
 
 use std::io::Read;
+use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::{header, HeaderMap};
@@ -50,8 +56,14 @@ pub fn content_format(headers: &HeaderMap, expect: Expect) -> Result<BatchFormat
 }
 
 /// Reads the whole body, gunzipping it when `Content-Encoding: gzip`, refusing anything
-/// over `limit` bytes (compressed or not) with 413.
-pub async fn read(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes, ApiError> {
+/// over `limit` bytes (compressed or not) with 413 and a body not all there within
+/// `deadline` with 408.
+pub async fn read(
+    headers: &HeaderMap,
+    body: Body,
+    limit: usize,
+    deadline: Duration,
+) -> Result<Bytes, ApiError> {
     let too_large = || ApiError::PayloadTooLarge(format!("the body exceeds {limit} bytes"));
     let declared = headers
         .get(header::CONTENT_LENGTH)
@@ -71,10 +83,12 @@ pub async fn read(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes
             )))
         }
     };
-    let bytes = match axum::body::to_bytes(body, limit).await {
-        Ok(bytes) => bytes,
-        Err(e) if is_length_limit(&e) => return Err(too_large()),
-        Err(e) => {
+    let read = tokio::time::timeout(deadline, axum::body::to_bytes(body, limit)).await;
+    let bytes = match read {
+        Err(_elapsed) => return Err(ApiError::BodyTimeout(deadline.as_millis())),
+        Ok(Ok(bytes)) => bytes,
+        Ok(Err(e)) if is_length_limit(&e) => return Err(too_large()),
+        Ok(Err(e)) => {
             return Err(ApiError::BadRequest(format!(
                 "could not read the body: {e}"
             )))
@@ -182,33 +196,60 @@ mod tests {
         ));
     }
 
+    const SOON: Duration = Duration::from_secs(5);
+
     #[tokio::test]
     async fn read_enforces_limits_and_encodings() {
         let body = || Body::from(vec![b'x'; 100]);
         assert_eq!(
-            read(&HeaderMap::new(), body(), 100).await.unwrap().len(),
+            read(&HeaderMap::new(), body(), 100, SOON)
+                .await
+                .unwrap()
+                .len(),
             100
         );
         assert!(matches!(
-            read(&HeaderMap::new(), body(), 99).await,
+            read(&HeaderMap::new(), body(), 99, SOON).await,
             Err(ApiError::PayloadTooLarge(_))
         ));
         let declared = headers(&[("content-length", "1000")]);
         assert!(matches!(
-            read(&declared, body(), 500).await,
+            read(&declared, body(), 500, SOON).await,
             Err(ApiError::PayloadTooLarge(_))
         ));
         let br = headers(&[("content-encoding", "br")]);
         assert!(matches!(
-            read(&br, body(), 500).await,
+            read(&br, body(), 500, SOON).await,
             Err(ApiError::UnsupportedMediaType(_))
         ));
         let gzh = headers(&[("content-encoding", "gzip")]);
         let bomb = gz(&vec![0u8; 10 * 1024 * 1024]);
         assert!(bomb.len() < 20_000);
         assert!(matches!(
-            read(&gzh, Body::from(bomb), 1024 * 1024).await,
+            read(&gzh, Body::from(bomb), 1024 * 1024, SOON).await,
             Err(ApiError::PayloadTooLarge(_))
         ));
+    }
+
+    /// A body whose next byte never comes.
+    struct Stalled;
+
+    impl axum::body::HttpBody for Stalled {
+        type Data = Bytes;
+        type Error = std::convert::Infallible;
+
+        fn poll_frame(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
+            std::task::Poll::Pending
+        }
+    }
+
+    #[tokio::test]
+    async fn a_body_not_all_there_by_the_deadline_is_408() {
+        let body = Body::new(Stalled);
+        let read = read(&HeaderMap::new(), body, 100, Duration::from_millis(50)).await;
+        assert!(matches!(read, Err(ApiError::BodyTimeout(50))));
     }
 }

@@ -14,6 +14,49 @@ pub struct Config {
     #[arg(long, env = "GATEWAY_ADDR", default_value = "0.0.0.0:8080")]
     pub addr: SocketAddr,
 
+    /// Private operations address for `/metrics` and `/health/live`, `/health/ready`. Unset,
+    /// they are served on GATEWAY_ADDR; set, only here (GATEWAY_ADDR keeps the public API,
+    /// `/api/logs/health` and `/openapi.json`).
+    #[arg(long, env = "GATEWAY_OPS_ADDR")]
+    pub ops_addr: Option<SocketAddr>,
+
+    /// A request's header block must be complete within this long of its first byte (of the
+    /// accept, for a connection's first request), in milliseconds; else the connection is
+    /// closed. Slowloris defence.
+    #[arg(long, env = "HTTP_HEADER_READ_TIMEOUT_MS", default_value_t = 5_000,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub http_header_read_timeout_ms: u64,
+
+    /// A request's whole body must arrive within this long of the handler starting to read
+    /// it, in milliseconds; else 408 and the connection is closed.
+    #[arg(long, env = "HTTP_BODY_READ_TIMEOUT_MS", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub http_body_read_timeout_ms: u64,
+
+    /// A keep-alive connection with no request in progress is closed after this long, in
+    /// milliseconds. Keep it above the idle timeout of load balancers in front of the gateway.
+    #[arg(long, env = "HTTP_IDLE_TIMEOUT_MS", default_value_t = 60_000,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub http_idle_timeout_ms: u64,
+
+    /// Most concurrent connections on GATEWAY_ADDR; past it a new connection gets a canned
+    /// 503 and is closed at once. Lowered at start to what the process's open-file limit
+    /// allows.
+    #[arg(long, env = "HTTP_MAX_CONNECTIONS", default_value_t = 4096,
+          value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub http_max_connections: u64,
+
+    /// Most header fields in a request (431 past it; at most 100 keeps hyper's parser on
+    /// the stack).
+    #[arg(long, env = "HTTP_MAX_HEADERS", default_value_t = 100,
+          value_parser = clap::value_parser!(u64).range(1..=1000))]
+    pub http_max_headers: u64,
+
+    /// Largest request line plus header block in bytes (431 past it).
+    #[arg(long, env = "HTTP_MAX_HEADER_BYTES", default_value_t = 16 * 1024,
+          value_parser = clap::value_parser!(u64).range(1024..=1024 * 1024))]
+    pub http_max_header_bytes: u64,
+
     /// Kafka bootstrap servers (comma-separated host:port).
     #[arg(long, env = "KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
     pub kafka_brokers: String,

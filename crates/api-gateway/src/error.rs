@@ -30,6 +30,8 @@ pub enum ApiError {
     PayloadTooLarge(String),
     #[error("{0}")]
     UnsupportedMediaType(String),
+    #[error("the body did not arrive within {0} ms")]
+    BodyTimeout(u128),
     #[error("could not hand the event to Kafka: {0}")]
     Unavailable(#[from] ProduceError),
     #[error("rate limited ({})", .0.reason.as_str())]
@@ -53,6 +55,7 @@ impl ApiError {
             ApiError::BadRequest(_) => "bad_request",
             ApiError::PayloadTooLarge(_) => "payload_too_large",
             ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
+            ApiError::BodyTimeout(_) => "request_timeout",
             ApiError::Unavailable(_) | ApiError::PartialDelivery { .. } => "unavailable",
             ApiError::RateLimited(l) => l.reason.as_str(),
         }
@@ -66,6 +69,7 @@ impl ApiError {
             | ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::Unavailable(_) | ApiError::PartialDelivery { .. } => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
@@ -150,6 +154,12 @@ impl IntoResponse for ApiError {
             "details": self.details(),
         });
         let mut response = (status, Json(body)).into_response();
+        if let ApiError::BodyTimeout(_) = self {
+            // The rest of the body may still be on its way: the connection cannot be reused.
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
         if let Some(secs) = self.retry_after() {
             response
                 .headers_mut()

@@ -33,7 +33,13 @@ pub async fn ingest_one(
     body: Body,
 ) -> Result<Response, ApiError> {
     body::content_format(&headers, Expect::Single)?;
-    let bytes = body::read(&headers, body, state.limits.max_body_bytes).await?;
+    let bytes = body::read(
+        &headers,
+        body,
+        state.limits.max_body_bytes,
+        state.limits.body_read_timeout,
+    )
+    .await?;
     let event = LogEvent::parse(&bytes, now_ms(), &state.limits.event)?;
     charge(&state, permit, std::slice::from_ref(&event)).await?;
     // A 503 names the id it concerns: retrying with it (or the same body) is stored once.
@@ -64,7 +70,13 @@ pub async fn ingest_batch(
     body: Body,
 ) -> Result<Response, ApiError> {
     let format = body::content_format(&headers, Expect::Batch)?;
-    let bytes = body::read(&headers, body, state.limits.max_batch_bytes).await?;
+    let bytes = body::read(
+        &headers,
+        body,
+        state.limits.max_batch_bytes,
+        state.limits.body_read_timeout,
+    )
+    .await?;
     let events = parse_batch(
         &bytes,
         format,

@@ -17,6 +17,7 @@ pub mod otlp;
 pub mod producer;
 pub mod rate_limit;
 pub mod redis_budget;
+pub mod serve;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -24,7 +25,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::routing::{get, post};
-use axum::serve::ListenerExt;
 use axum::Router;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
@@ -44,6 +44,7 @@ pub struct RequestLimits {
     pub otlp_max_body_bytes: usize,
     pub otlp_max_records: usize,
     pub otlp_correlation_attribute: String,
+    pub body_read_timeout: Duration,
 }
 
 /// Shared state of every handler.
@@ -68,8 +69,16 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/openapi.json"),
 ];
 
-/// The gateway's HTTP routes over `state`.
+/// The routes moved to GATEWAY_OPS_ADDR when it is set: metrics and probes.
+pub const OPS_ROUTES: &[&str] = &["/health/live", "/health/ready", "/metrics"];
+
+/// Every route of the gateway over `state`, on one address.
 pub fn router(state: Arc<AppState>) -> Router {
+    api_router(state.clone()).merge(ops_router(state))
+}
+
+/// The public API: ingest, the health document, the OpenAPI document.
+pub fn api_router(state: Arc<AppState>) -> Router {
     let rate_limit = rate_limit::RateLimitLayer::new(state.backpressure.clone());
     Router::new()
         .route(
@@ -82,10 +91,17 @@ pub fn router(state: Arc<AppState>) -> Router {
         )
         .route("/v1/logs", post(otlp::export_logs))
         .route("/api/logs/health", get(health::logs_health))
+        .route("/openapi.json", get(openapi::serve))
+        .layer(axum::middleware::from_fn(metrics::track_http))
+        .with_state(state)
+}
+
+/// Metrics and the liveness and readiness probes ([`OPS_ROUTES`]).
+pub fn ops_router(state: Arc<AppState>) -> Router {
+    Router::new()
         .route("/health/live", get(health::live))
         .route("/health/ready", get(health::ready))
         .route("/metrics", get(render_metrics))
-        .route("/openapi.json", get(openapi::serve))
         .layer(axum::middleware::from_fn(metrics::track_http))
         .with_state(state)
 }
@@ -108,15 +124,15 @@ pub enum StartError {
     Redis(#[from] redis_budget::RedisError),
     #[error(transparent)]
     Lag(#[from] lag::LagError),
-    #[error("could not listen on {addr} (is GATEWAY_ADDR free and a local address?)")]
+    #[error("could not listen on {addr} (are GATEWAY_ADDR and GATEWAY_OPS_ADDR free, distinct local addresses?)")]
     Bind {
         addr: SocketAddr,
         source: std::io::Error,
     },
 }
 
-/// The HTTP server failed while serving (axum retries failed accepts itself, so this is rare
-/// and final).
+/// The HTTP server failed while serving. The accept loop retries failed accepts itself
+/// ([`serve`]), so none is returned today; callers handle it should that change.
 #[derive(Debug, thiserror::Error)]
 #[error("the HTTP server failed; restart the gateway")]
 pub struct ServeError(#[source] std::io::Error);
@@ -124,6 +140,8 @@ pub struct ServeError(#[source] std::io::Error);
 /// A built gateway: bound listener, producer and background tasks.
 pub struct Application {
     listener: TcpListener,
+    ops_listener: Option<TcpListener>,
+    serve: serve::ServeConfig,
     state: Arc<AppState>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     produce_timeout: Duration,
@@ -162,12 +180,11 @@ impl Application {
         );
         let reader =
             lag::LagReader::new(&cfg.kafka_brokers, &cfg.kafka_group_id, &cfg.kafka_topic)?;
-        let listener = TcpListener::bind(cfg.addr)
-            .await
-            .map_err(|source| StartError::Bind {
-                addr: cfg.addr,
-                source,
-            })?;
+        let listener = bind(cfg.addr).await?;
+        let ops_listener = match cfg.ops_addr {
+            Some(addr) => Some(bind(addr).await?),
+            None => None,
+        };
 
         // Every fallible step is done: a failed start leaves no task running.
         let mut tasks = vec![
@@ -192,6 +209,7 @@ impl Application {
                 otlp_max_body_bytes: cfg.otlp_max_body_bytes,
                 otlp_max_records: cfg.otlp_max_records,
                 otlp_correlation_attribute: cfg.otlp_correlation_attribute.clone(),
+                body_read_timeout: Duration::from_millis(cfg.http_body_read_timeout_ms),
             },
             kafka,
             metrics: handle,
@@ -199,6 +217,8 @@ impl Application {
         });
         Ok(Application {
             listener,
+            ops_listener,
+            serve: serve::ServeConfig::from_config(&cfg),
             state,
             tasks,
             produce_timeout: cfg.produce_timeout(),
@@ -210,6 +230,18 @@ impl Application {
         self.listener
             .local_addr()
             .expect("bound listener has an address")
+    }
+
+    /// The bound operations address, when GATEWAY_OPS_ADDR is set.
+    pub fn ops_addr(&self) -> Option<SocketAddr> {
+        self.ops_listener
+            .as_ref()
+            .map(|l| l.local_addr().expect("bound listener has an address"))
+    }
+
+    /// The connection limits in force (the cap after the open-file clamp).
+    pub fn serve_config(&self) -> &serve::ServeConfig {
+        &self.serve
     }
 
     /// The shared state (tests inspect it).
@@ -224,29 +256,45 @@ impl Application {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), ServeError> {
-        let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
-        let graceful = async move {
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let mut deadline_rx = stop_rx.clone();
+        let api = match self.ops_listener {
+            Some(_) => api_router(self.state.clone()),
+            None => router(self.state.clone()),
+        };
+        let api = serve::serve(
+            self.listener,
+            serve::Listener::Api,
+            api,
+            self.serve.clone(),
+            stop_rx.clone(),
+        );
+        let ops = async {
+            if let Some(listener) = self.ops_listener {
+                let ops = ops_router(self.state.clone());
+                let cfg = serve::ServeConfig {
+                    max_connections: serve::OPS_MAX_CONNECTIONS,
+                    ..self.serve.clone()
+                };
+                serve::serve(listener, serve::Listener::Ops, ops, cfg, stop_rx).await;
+            }
+        };
+        let server = async { tokio::join!(api, ops) };
+        let signal = tokio::spawn(async move {
             shutdown.await;
             tracing::info!("shutdown requested: draining in-flight requests");
             let _ = stop_tx.send(true);
-        };
-        let app = router(self.state.clone());
-        // TCP_NODELAY: an answer goes out at once, not after the client's delayed ACK.
-        let listener = self.listener.tap_io(|tcp| {
-            if let Err(e) = tcp.set_nodelay(true) {
-                tracing::debug!(error = %e, "could not set TCP_NODELAY");
-            }
         });
-        let server = axum::serve(listener, app).with_graceful_shutdown(graceful);
         let grace = self.produce_timeout + Duration::from_secs(5);
         let deadline = async move {
-            let _ = stop_rx.wait_for(|stopped| *stopped).await;
+            let _ = deadline_rx.wait_for(|stopped| *stopped).await;
             tokio::time::sleep(grace).await;
         };
         tokio::select! {
-            served = server => served.map_err(ServeError)?,
+            _ = server => {},
             () = deadline => tracing::warn!(?grace, "drain deadline passed; closing remaining connections"),
         }
+        signal.abort();
         for task in &self.tasks {
             task.abort();
         }
@@ -263,6 +311,12 @@ impl Application {
         }
         Ok(())
     }
+}
+
+async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartError::Bind { addr, source })
 }
 
 pub use service_runtime::shutdown_signal;

@@ -11,6 +11,8 @@ use metrics::{counter, gauge, histogram, SharedString};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 use crate::backpressure::RefusalReason;
+use crate::serve::phase::Expiry;
+use crate::serve::Listener;
 
 pub const HTTP_REQUESTS_TOTAL: &str = "http_requests_total";
 pub const HTTP_REQUEST_DURATION_SECONDS: &str = "http_request_duration_seconds";
@@ -30,6 +32,10 @@ pub const BACKPRESSURE_STATUS: &str = "backpressure_status";
 pub const REDIS_UP: &str = "redis_up";
 pub const GATEWAY_REPLICAS: &str = "gateway_replicas";
 pub const OTLP_LOG_RECORDS_TOTAL: &str = "otlp_log_records_total";
+pub const HTTP_CONNECTIONS_OPEN: &str = "http_connections_open";
+pub const HTTP_CONNECTIONS_LIMIT: &str = "http_connections_limit";
+pub const HTTP_CONNECTIONS_REFUSED_TOTAL: &str = "http_connections_refused_total";
+pub const HTTP_CONNECTIONS_TIMED_OUT_TOTAL: &str = "http_connections_timed_out_total";
 
 const LATENCY_BUCKETS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
@@ -118,6 +124,22 @@ fn describe() {
     for outcome in ["accepted", "rejected", "throttled", "failed", "invalid"] {
         otlp_records(outcome, 0);
     }
+    describe_gauge!(
+        HTTP_CONNECTIONS_OPEN,
+        "Open client connections, by listener"
+    );
+    describe_gauge!(
+        HTTP_CONNECTIONS_LIMIT,
+        "Most concurrent connections a listener serves"
+    );
+    describe_counter!(
+        HTTP_CONNECTIONS_REFUSED_TOTAL,
+        "Connections closed at accept because the listener was at its cap"
+    );
+    describe_counter!(
+        HTTP_CONNECTIONS_TIMED_OUT_TOTAL,
+        "Connections the server closed, by reason (header_timeout, idle_timeout)"
+    );
 }
 
 /// Records one request's status and duration, labelled by its route template. Every label
@@ -175,6 +197,7 @@ fn status_label(status: StatusCode) -> SharedString {
         (StatusCode::BAD_REQUEST, "400"),
         (StatusCode::NOT_FOUND, "404"),
         (StatusCode::METHOD_NOT_ALLOWED, "405"),
+        (StatusCode::REQUEST_TIMEOUT, "408"),
         (StatusCode::PAYLOAD_TOO_LARGE, "413"),
         (StatusCode::UNSUPPORTED_MEDIA_TYPE, "415"),
         (StatusCode::TOO_MANY_REQUESTS, "429"),
@@ -249,6 +272,35 @@ pub fn otlp_records(outcome: &'static str, n: usize) {
     counter!(OTLP_LOG_RECORDS_TOTAL, "outcome" => outcome).increment(n as u64);
 }
 
+/// Counts one open connection in the gauge for as long as it lives.
+pub struct ConnectionOpen(Listener);
+
+impl ConnectionOpen {
+    pub fn new(listener: Listener) -> Self {
+        gauge!(HTTP_CONNECTIONS_OPEN, "listener" => listener.as_str()).increment(1.0);
+        ConnectionOpen(listener)
+    }
+}
+
+impl Drop for ConnectionOpen {
+    fn drop(&mut self) {
+        gauge!(HTTP_CONNECTIONS_OPEN, "listener" => self.0.as_str()).decrement(1.0);
+    }
+}
+
+pub fn connection_limit(listener: Listener, max: usize) {
+    gauge!(HTTP_CONNECTIONS_LIMIT, "listener" => listener.as_str()).set(max as f64);
+}
+
+pub fn connection_refused(listener: Listener) {
+    counter!(HTTP_CONNECTIONS_REFUSED_TOTAL, "listener" => listener.as_str()).increment(1);
+}
+
+pub fn connection_expired(listener: Listener, reason: Expiry) {
+    counter!(HTTP_CONNECTIONS_TIMED_OUT_TOTAL, "listener" => listener.as_str(), "reason" => reason.as_str())
+        .increment(1);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -269,7 +321,7 @@ mod tests {
             assert_eq!(&*method_label(&method), "other", "{token}");
         }
         for code in [
-            200u16, 201, 202, 400, 404, 405, 413, 415, 429, 500, 503, 504,
+            200u16, 201, 202, 400, 404, 405, 408, 413, 415, 429, 500, 503, 504,
         ] {
             let status = StatusCode::from_u16(code).unwrap();
             assert_eq!(*status_label(status), code.to_string());

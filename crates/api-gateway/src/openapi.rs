@@ -58,6 +58,7 @@ fn build() -> Value {
         json!({
             "202": ok,
             "400": error_response("Malformed JSON or invalid fields (every problem listed in details)"),
+            "408": error_response("The body did not arrive whole within HTTP_BODY_READ_TIMEOUT_MS; the connection is closed"),
             "413": error_response("Body, decompressed body or batch too large"),
             "415": error_response("Unsupported Content-Type or Content-Encoding"),
             "429": limited("Rate limited under backpressure"),
@@ -107,9 +108,9 @@ fn build() -> Value {
                 "summary": "Backpressure and dependency health",
                 "responses": {"200": {"description": "Health document", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Health"}}}}}
             }},
-            "/health/live": {"get": {"summary": "The process is up", "responses": {"200": {"description": "Up"}}}},
-            "/health/ready": {"get": {"summary": "The producer has Kafka metadata for the topic", "responses": {"200": {"description": "Ready"}, "503": {"description": "Not ready"}}}},
-            "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {"200": {"description": "Prometheus text format", "content": {"text/plain": {}}}}}},
+            "/health/live": {"get": {"summary": "The process is up (on GATEWAY_OPS_ADDR when set)", "responses": {"200": {"description": "Up"}}}},
+            "/health/ready": {"get": {"summary": "The producer has Kafka metadata for the topic (on GATEWAY_OPS_ADDR when set)", "responses": {"200": {"description": "Ready"}, "503": {"description": "Not ready"}}}},
+            "/metrics": {"get": {"summary": "Prometheus metrics (on GATEWAY_OPS_ADDR when set)", "responses": {"200": {"description": "Prometheus text format", "content": {"text/plain": {}}}}}},
             "/openapi.json": {"get": {"summary": "This document", "responses": {"200": {"description": "OpenAPI 3.1", "content": {"application/json": {}}}}}}
         },
         "components": {"schemas": {

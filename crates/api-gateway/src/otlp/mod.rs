@@ -43,7 +43,13 @@ pub async fn export_logs(
         Err(limited) => return throttled(wire, &limited, None),
     };
     let limits = &state.limits;
-    let bytes = match body::read(&headers, body, limits.otlp_max_body_bytes).await {
+    let read = body::read(
+        &headers,
+        body,
+        limits.otlp_max_body_bytes,
+        limits.body_read_timeout,
+    );
+    let bytes = match read.await {
         Ok(bytes) => bytes,
         Err(e) => return rejected(wire, e),
     };
@@ -140,6 +146,7 @@ fn rejected(wire: Wire, e: ApiError) -> Response {
     let status = match e {
         ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
         ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        ApiError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
         _ => StatusCode::BAD_REQUEST,
     };
     wire.error(status, e.to_string(), None)

@@ -12,6 +12,8 @@ use serde_json::{json, Value};
 
 pub(crate) struct TestGateway {
     addr: SocketAddr,
+    /// GATEWAY_OPS_ADDR, when the test set it.
+    ops_addr: Option<SocketAddr>,
     pub(crate) topic: String,
     pub(crate) brokers: String,
     pub(crate) client: reqwest::Client,
@@ -52,12 +54,14 @@ impl TestGateway {
         let topic = cfg.kafka_topic.clone();
         let app = Application::build(cfg).await.expect("gateway builds");
         let addr = app.local_addr();
+        let ops_addr = app.ops_addr();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let done = tokio::spawn(app.run_until_stopped(async move {
             let _ = rx.await;
         }));
         TestGateway {
             addr,
+            ops_addr,
             topic,
             brokers,
             client: reqwest::Client::new(),
@@ -72,7 +76,7 @@ impl TestGateway {
 
     pub(crate) async fn wait_ready_within(&self, timeout: Duration) {
         let ready = test_support::wait_until(timeout, || async {
-            matches!(self.client.get(self.url("/health/ready")).send().await, Ok(r) if r.status() == 200)
+            matches!(self.client.get(self.ops_url("/health/ready")).send().await, Ok(r) if r.status() == 200)
         })
         .await;
         assert!(ready, "gateway never became ready");
@@ -80,6 +84,29 @@ impl TestGateway {
 
     pub(crate) fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.addr, path)
+    }
+
+    /// Where metrics and probes are served: the operations address if set, else the API's.
+    pub(crate) fn ops_url(&self, path: &str) -> String {
+        format!("http://{}{}", self.ops_addr.unwrap_or(self.addr), path)
+    }
+
+    pub(crate) fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The value of a sample in the gateway's /metrics (`name{labels}` as printed), 0 if absent.
+    pub(crate) async fn metric(&self, series: &str) -> f64 {
+        let text = self
+            .client
+            .get(self.ops_url("/metrics"))
+            .send()
+            .await
+            .expect("metrics answer")
+            .text()
+            .await
+            .expect("metrics body");
+        sample(&text, series)
     }
 
     pub(crate) async fn post_json(&self, path: &str, body: &Value) -> reqwest::Response {
@@ -100,6 +127,14 @@ impl TestGateway {
             done.await.expect("join").expect("clean shutdown");
         }
     }
+}
+
+/// The value of `series` (`name{labels}` exactly as Prometheus text prints it) in `text`.
+pub(crate) fn sample(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+        .map(|v| v.trim().parse().expect("a number"))
+        .unwrap_or(0.0)
 }
 
 pub(crate) fn now_ms() -> i64 {

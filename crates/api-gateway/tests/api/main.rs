@@ -2,6 +2,7 @@
 //! the shared Apache Kafka broker (and Redis where it says so).
 
 mod backpressure;
+mod edge;
 mod helpers;
 mod ingest;
 mod routes;

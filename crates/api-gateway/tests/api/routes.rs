@@ -83,3 +83,43 @@ async fn health_metrics_and_liveness() {
     }
     gw.stop().await;
 }
+
+#[tokio::test]
+async fn with_an_ops_address_metrics_and_probes_move_there() {
+    let gw = TestGateway::start(&["--ops-addr=127.0.0.1:0"]).await;
+    for path in api_gateway::OPS_ROUTES {
+        let on_api = gw.client.get(gw.url(path)).send().await.unwrap();
+        assert_eq!(on_api.status(), 404, "{path} is still on the API address");
+        let on_ops = gw.client.get(gw.ops_url(path)).send().await.unwrap();
+        assert_eq!(on_ops.status(), 200, "{path} is not on the ops address");
+    }
+    for path in ["/api/logs/health", "/openapi.json"] {
+        let on_api = gw.client.get(gw.url(path)).send().await.unwrap();
+        assert_eq!(on_api.status(), 200, "{path} left the API address");
+    }
+    let accepted = gw.post_json("/api/logs", &helpers::event("info", 1)).await;
+    assert_eq!(accepted.status(), 202);
+    let on_ops = gw
+        .client
+        .post(gw.ops_url("/api/logs"))
+        .header("content-type", "application/json")
+        .body(helpers::event("info", 2).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(on_ops.status(), 404, "the ops address serves the API");
+    let metrics = gw
+        .client
+        .get(gw.ops_url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("http_requests_total{route=\"/api/logs\",method=\"POST\",status=\"202\"}"),
+        "the ops /metrics does not count the API's requests"
+    );
+    gw.stop().await;
+}
