@@ -5,7 +5,7 @@
 # fault injected and healed, then every acknowledged id checked against log_events. Prints a
 # line per run and a table; a complete matrix writes docs/RELIABILITY.md. Exits non-zero on a
 # lost, duplicated or unexpected row, a broken bound, or a run that did not heal.
-set -euo pipefail
+set -Eeuo pipefail
 
 # Run N uses FAULTS[(N-1) mod 12]: `--runs 6` (the short form in run.sh) takes the first six.
 FAULTS=(kill-gateway kill-consumer leader-kill pg-freeze replicas-kill redis-freeze
@@ -74,6 +74,7 @@ finish() {
   exit "$rc"
 }
 trap finish EXIT
+trap 'log "error: \"$BASH_COMMAND\" failed (line $LINENO)"' ERR
 trap 'exit 130' INT TERM
 
 # A snapshot of the binaries: a rebuild in the work tree during the matrix changes nothing here.
@@ -169,9 +170,15 @@ signal_proc() {
 }
 mark() { echo "$1 $(date +%s.%N)" >> "$RD/heals"; }  # fault injected / heal start / component ready again
 failed() { echo "FAILED $1" >> "$RD/heals"; }
+# The leader of the run's partition 0 (the admin tool may time out on a loaded machine: tries 5 times).
 leader_of_partition_0() {
-  "$ROOT/scripts/kafka.sh" describe "$KAFKA_TOPIC" --bootstrap "$BROKERS" 2>/dev/null \
-    | awk '$1 == 0 { sub("leader=", "", $2); print $2 }'
+  local i out
+  for ((i = 0; i < 5; i++)); do
+    out=$("$ROOT/scripts/kafka.sh" describe "$KAFKA_TOPIC" --bootstrap "$BROKERS" 2>>"$RD/describe.log" \
+      | awk '$1 == 0 { sub("leader=", "", $2); print $2 }') || true
+    [[ "$out" =~ ^[1-3]$ ]] && { echo "$out"; return 0; }
+    sleep 1
+  done
 }
 inject() { # inject FAULT HOLD: the fault, HOLD seconds of it, then the heal
   local node=''
