@@ -20,6 +20,7 @@ or three-node clusters through scripts/kafka.sh), then runs, each after a "==> s
   shellcheck, integration-tests/check-compose.py, docker compose config -q (or docker-compose v1)
   integration-tests/test-backpressure.sh         (when present)
   integration-tests/test-dashboards.sh
+  integration-tests/test-otlp.sh                 (the OpenTelemetry Python and JavaScript SDKs → /v1/logs)
   integration-tests/faults.sh --runs 6             (the fault matrix's first six faults)
 env: TEST_DATABASE_ADMIN_URL, REDIS_URL, KEEP_TMP=1 (keep the temp folder).
 USAGE
@@ -130,6 +131,7 @@ else
   printf '\n==> integration-tests/test-backpressure.sh: not written yet, skipped\n'
 fi
 phase "integration-tests/test-dashboards.sh" integration-tests/test-dashboards.sh
+phase "integration-tests/test-otlp.sh" integration-tests/test-otlp.sh
 # The fault matrix's short form: each fault once, a random seed (printed, to reproduce).
 phase "integration-tests/faults.sh --runs 6" integration-tests/faults.sh --runs 6
 current="done"
