@@ -317,6 +317,8 @@ class Run:
         if self.a.scenario == "none":
             frac = self.fraction_sent()
             bar = "#" * int(frac * 20) + "." * (20 - int(frac * 20))
+            if frac >= 1.0:
+                return f"[{bar}] all {self.planned()} requests sent, {t:4.0f}s: waiting for the last answers"
             return f"[{bar}] {frac * 100:3.0f}% of {self.planned()} requests sent, {t:4.0f}s of {self.a.duration:g}s"
         ph = self.phases[-1] if self.phases else ["start", 0, None]
         return (f"[scenario stall: phase {ph[0]} for {t - ph[1]:4.0f}s, run {t:5.0f}s"
@@ -347,9 +349,9 @@ class Run:
         if c is None:
             cons = "consumer -"
         elif c.get("frozen"):
-            cons = "consumer FROZEN (SIGSTOP)"
+            cons = "consumer FROZEN"
         else:
-            cons = (f"consumer inFlight {c.get('inFlight')} paused {str(c.get('paused')).lower()}"
+            cons = (f"consumer inFlight {c.get('inFlight')} paused {'yes' if c.get('paused') else 'no'}"
                     f" breaker {c.get('breaker')}")
         hi = {"sent": 0, "ok": 0}
         for sev in HIGH:
@@ -365,13 +367,18 @@ class Run:
             else:
                 prog = f"{sec['phase'] or '-':<8} "
         rate = sec["rate"]
-        rate_txt = f"{rate:>6.0f}" if isinstance(rate, (int, float)) else "     -"
-        return (f"{sec['t'] + 1:4d}s {prog}sent {sec['sent']:5d} | 202 {sec['ok']:5d} | 429 rate "
-                f"{sec['rate_limited']:5d} shed {sec['shed']:5d} | 503 {sec['s503'] + sec['other_429'] + sec['other']:3d}"
-                f" err {sec['errors']:3d} | p99 {num(p99(sec['lat']), 6)}ms | lag {num(sec['lag'], 7)}"
-                f" rate {rate_txt} {st_txt} | {cons} | ERROR 202 {hi['ok']}/{hi['sent']}"
-                f" INFO 202 {info['ok']}/{info['sent']}"
-                + (f" | driver {sec['max_late_ms'] / 1000:.1f}s behind schedule" if sec["max_late_ms"] > 250 else ""))
+        rate_txt = f"{rate:>5.0f}" if isinstance(rate, (int, float)) else "    -"
+        odd = ""
+        if sec["other_429"] or sec["other"]:
+            odd += f" other {sec['other_429'] + sec['other']}"
+        if sec["errors"]:
+            odd += f" no-answer {sec['errors']}"
+        if sec["max_late_ms"] > 250:
+            odd += f" | driver {sec['max_late_ms'] / 1000:.1f}s behind schedule"
+        return (f"{sec['t'] + 1:4d}s {prog}sent {sec['sent']:5d} | 202 {sec['ok']:5d} | 429 rate_limited "
+                f"{sec['rate_limited']:5d} shed {sec['shed']:5d} | 503 {sec['s503']:3d} | p99 {num(p99(sec['lat']), 6)}ms"
+                f" | lag {num(sec['lag'], 7)} rate {rate_txt} {st_txt} | {cons}"
+                f" | 202/sent ERROR {hi['ok']}/{hi['sent']} INFO {info['ok']}/{info['sent']}" + odd)
 
     async def printer(self):
         k = 0
@@ -384,8 +391,10 @@ class Run:
                     sys.stdout.write("\r\x1b[K" + self.progress())
                     sys.stdout.flush()
                 continue
-            if k in self.seconds:
-                self.emit(self.line(self.seconds[k]))
+            sec = self.seconds.get(k)
+            # After the load, only seconds that still had requests (the health samples stay in the JSON).
+            if sec and not (self.stop_at is not None and k >= self.stop_at and not sec["requests"]):
+                self.emit(self.line(sec))
             elif self.done:
                 break
             k += 1
