@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The staged backpressure scenario as a person sees it (./load-test.sh --scenario stall
 # --report), bounded to about two minutes: its own api-gateway (lower lag thresholds, a 2 s
-# lag interval) and log-consumer on free ports, 2 000 events/s offered, the consumer frozen
-# until the gateway has been critical for a while, then resumed. Checks the run's JSON (status
+# lag interval) and log-consumer on free ports, 1 500 events/s offered (1.5 x RATE_MAX), the
+# consumer frozen until the gateway has been critical for a while, then resumed. Checks the run's JSON (status
 # healthy -> degraded -> critical -> healthy, the rate down to RATE_MIN and back, ERROR/FATAL
 # admitted in every status while INFO is shed, rows = events answered 202) and the HTML report
 # in headless Chromium (scripts/report-screenshot.sh). Exits non-zero on the first failed check.
@@ -91,9 +91,9 @@ wait_for_http "http://127.0.0.1:$CONSUMER_PORT/health/ready" 60 "log-consumer" "
 wait_for_http "http://127.0.0.1:$GW_PORT/health/ready" 60 "api-gateway" "$(cat "$TMP/gateway.pid")"
 consumer_pid=$(cat "$TMP/consumer.pid")
 
-step "./load-test.sh --scenario stall (2 000 events/s, warm-up 10 s, frozen until critical for 8 s)"
+step "./load-test.sh --scenario stall (1 500 events/s, warm-up 10 s, frozen until critical for 8 s)"
 t0=$SECONDS
-DATABASE_URL=$DATABASE_URL ./load-test.sh --scenario stall --url "http://127.0.0.1:$GW_PORT" \
+DATABASE_URL=$DATABASE_URL ./load-test.sh --scenario stall --rate 150 --url "http://127.0.0.1:$GW_PORT" \
   --consumer-url "http://127.0.0.1:$CONSUMER_PORT" --consumer-pid "$consumer_pid" \
   --warmup 10s --hold 8s --lag-normal "$LAG_NORMAL" --lag-critical "$LAG_CRITICAL" \
   --drain-timeout 120 --report "$TMP/report.html" | tee "$TMP/live.txt"
@@ -130,8 +130,10 @@ done
 check "ERROR/FATAL answered 202 in at least 80 % of the critical seconds" \
   test "$(j "(lambda c: sum(1 for x in c if sev(x, ('ERROR', 'FATAL'), 'ok') > 0) >= 0.8 * len(c))([x for x in secs if x['status'] == 'critical'])")" = True
 check "INFO shed (429 shed_severity) while critical" test "$(j "sum(x['shed'] for x in secs if x['status'] == 'critical')")" -gt 0
-check "INFO nearly all refused while critical (<= 5 % answered 202)" \
-  test "$(j "(lambda c: c['ok'] <= 0.05 * c['sent'])(s['by_status_severity']['critical']['INFO'])")" = True
+# Inside a critical stretch no INFO event gets in; its first and last second may also hold
+# requests answered just before or after the switch (health is sampled once a second).
+check "no INFO answered 202 inside a critical stretch (its edge seconds aside)" \
+  test "$(j "sum(sev(x, ('INFO',), 'ok') for i, x in enumerate(secs) if 0 < i < len(secs) - 1 and secs[i - 1]['status'] == x['status'] == secs[i + 1]['status'] == 'critical')")" -eq 0
 check "rows = events answered 202 ($(j "d['accounting']['rows']") = $(j "d['accounting']['events_202']"))" \
   test "$(j "d['accounting']['pass']")" = True
 
