@@ -17,7 +17,8 @@ usage: ./load-test.sh [--rate N] [--duration D] [--concurrency N] [--batch N]
 
   --rate N            requests per second, all connections together (default 200)
   --duration D        30s, 2m or seconds (default 30s, at most 10m; not with --scenario stall)
-  --concurrency N     connections (default 32, at most 1000)
+  --concurrency N     connections (default rate / 8, at least 32: an open-loop driver needs
+                      rate x latency of them; at most 1000)
   --batch N           events per request; >1 posts JSON arrays to /api/logs/batch (default 1,
                       10 with --scenario stall)
   --severity-mix MIX  share of requests per severity (default ERROR:5,WARN:15,INFO:70,DEBUG:10;
@@ -55,7 +56,7 @@ USAGE
 }
 
 MAX_SECONDS=600
-rate='' duration=30s concurrency=32 batch='' mix='' drain_timeout=180
+rate='' duration=30s concurrency='' batch='' mix='' drain_timeout=180
 url=http://127.0.0.1:${GATEWAY_PORT:-8080} consumer_url=http://127.0.0.1:${CONSUMER_PORT:-8081}
 report='' json='' scenario=none stall=auto warmup=20s hold=15s consumer_pid='' lag_normal='' lag_critical=''
 while [ $# -gt 0 ]; do
@@ -105,6 +106,7 @@ case "$scenario" in
   *) die "--scenario must be stall (or none)" ;;
 esac
 in_range "$rate" 1 1000000 || die "--rate must be a positive integer"
+: "${concurrency:=$((rate / 8 > 1000 ? 1000 : (rate / 8 < 32 ? 32 : rate / 8)))}"
 in_range "$concurrency" 1 1000 || die "--concurrency must be 1..1000"
 in_range "$batch" 1 1000 || die "--batch must be 1..1000 (MAX_BATCH_EVENTS)"
 is_uint "$drain_timeout" || die "--drain-timeout must be seconds"
