@@ -596,6 +596,8 @@ def summarize(run):
 
 
 def main():
+    if sys.version_info < (3, 11):
+        raise SystemExit("load_driver.py needs Python 3.11 or later (asyncio.timeout)")
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--url", default="http://127.0.0.1:8080", help="api-gateway (loopback)")
     p.add_argument("--consumer-url", default="http://127.0.0.1:8081",
