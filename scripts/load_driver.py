@@ -34,7 +34,6 @@ import urllib.parse
 SEVERITIES = ("TRACE", "DEBUG", "INFO", "WARN", "ERROR", "FATAL")
 # What the gateway keeps for ERROR/FATAL under critical load: the class the report follows.
 HIGH = ("ERROR", "FATAL")
-STATUS_ORDER = {"healthy": 0, "degraded": 1, "critical": 2}
 
 
 def log(msg):
