@@ -19,6 +19,7 @@ or three-node clusters through scripts/kafka.sh), then runs, each after a "==> s
   promtool check config / check rules / test rules
   shellcheck, integration-tests/check-compose.py, docker compose config -q (or docker-compose v1)
   integration-tests/test-backpressure.sh         (when present)
+  integration-tests/test-scenario.sh             (./load-test.sh --scenario stall --report, bounded; the report in headless Chromium)
   integration-tests/test-dashboards.sh
   integration-tests/test-otlp.sh                 (the OpenTelemetry Python and JavaScript SDKs → /v1/logs)
   integration-tests/faults.sh --runs 6             (the fault matrix's first six faults)
@@ -114,7 +115,7 @@ phase "promtool check config prometheus/prometheus.docker.yml" \
 phase "promtool check rules prometheus/alerts.yml" promtool check rules prometheus/alerts.yml
 phase "promtool test rules prometheus/alerts.test.yml" promtool test rules prometheus/alerts.test.yml
 
-scripts=(setup.sh load-test.sh scripts/lib.sh scripts/kafka.sh bench/*.sh .ci/run integration-tests/*.sh)
+scripts=(setup.sh load-test.sh scripts/lib.sh scripts/kafka.sh scripts/report-screenshot.sh bench/*.sh .ci/run integration-tests/*.sh)
 phase "shellcheck ${scripts[*]}" shellcheck -x "${scripts[@]}"
 phase "integration-tests/check-compose.py" python3 integration-tests/check-compose.py
 # The compose file must also pass Compose's own schema, which needs no Docker engine.
@@ -130,6 +131,9 @@ if [ -f integration-tests/test-backpressure.sh ]; then
 else
   printf '\n==> integration-tests/test-backpressure.sh: not written yet, skipped\n'
 fi
+# The staged scenario a person runs after ./setup.sh, bounded (about 2 minutes): live lines,
+# the JSON's story (healthy -> degraded -> critical -> healthy), the HTML report in Chromium.
+phase "integration-tests/test-scenario.sh" integration-tests/test-scenario.sh
 phase "integration-tests/test-dashboards.sh" integration-tests/test-dashboards.sh
 phase "integration-tests/test-otlp.sh" integration-tests/test-otlp.sh
 # The fault matrix's short form: each fault once, a random seed (printed, to reproduce).

@@ -130,7 +130,7 @@ ensure_rust() {
   command -v cargo >/dev/null || die "cargo still not on PATH after rustup"
 }
 
-# oha (HTTP load generator used by load-test.sh and bench/run.sh), installed with cargo into
+# oha (HTTP load generator used by bench/run.sh), installed with cargo into
 # ~/.cargo/bin when missing or too old to have --output-format.
 OHA_VERSION=${OHA_VERSION:-1.16.0}
 ensure_oha() {
