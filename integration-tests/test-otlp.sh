@@ -124,8 +124,8 @@ check_eq "JS fields: message, severity, attributes, scope version" \
   "$(sql "SELECT message || '|' || severity || '|' || (attributes->>'http.route') || '|' || (attributes->>'scope.version') FROM log_events WHERE source = 'js-js$RUN' AND attributes->>'seq' = '3'")" \
   "js record 3 of js$RUN|ERROR|/checkout|1.0.0"
 
-step "throttled: 3 000 Python records to a gateway at RATE_MAX=300"
-"$TMP/venv/bin/python" integration-tests/otlp/sdk_python.py sdk "$SLOW" --count 3000 --run "slow$RUN" | tee "$TMP/slow.json"
+step "throttled: 3 000 Python records, gzip-compressed, to a gateway at RATE_MAX=300"
+"$TMP/venv/bin/python" integration-tests/otlp/sdk_python.py sdk "$SLOW" --count 3000 --run "slow$RUN" --gzip | tee "$TMP/slow.json"
 check "the exporter was answered 429 and retried" jq_py "$TMP/slow.json" 'd["retries"] > 0 and "Too Many Requests" in d["retry_lines"][0]'
 check "it waited exactly the Retry-After (a whole number of seconds, no jitter)" jq_py "$TMP/slow.json" \
   'any(l.rstrip("s.").endswith(".00") for l in d["retry_lines"])'

@@ -3,7 +3,7 @@
 logging module, bridged by the OpenTelemetry SDK (LoggingHandler → BatchLogRecordProcessor →
 OTLPLogExporter, protobuf over HTTP). Run inside the venv test-otlp.sh makes.
 
-  sdk_python.py sdk URL --count N --run ID [--timeout S]   N records; every 5th in a span
+  sdk_python.py sdk URL --count N --run ID [--gzip]        N records; every 5th in a span
   sdk_python.py raw URL --run ID [--throttled-url U]     hand-built exports: partial success,
                                                            the same export twice, bad bodies,
                                                            429 + Retry-After from U
@@ -12,6 +12,7 @@ import argparse, json, logging, sys, time, urllib.error, urllib.request
 
 
 def sdk(a):
+    from opentelemetry.exporter.otlp.proto.http import Compression
     from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
     from opentelemetry.sdk._logs import LoggerProvider, LoggingHandler
     from opentelemetry.sdk._logs.export import BatchLogRecordProcessor
@@ -27,7 +28,8 @@ def sdk(a):
     provider = LoggerProvider(resource=Resource.create({"service.name": f"py-{a.run}"}))
     # A queue that holds the whole run: the SDK drops records when its queue (2048) is full.
     provider.add_log_record_processor(BatchLogRecordProcessor(
-        OTLPLogExporter(endpoint=a.url, timeout=a.timeout), max_queue_size=max(2048, a.count)))
+        OTLPLogExporter(endpoint=a.url, timeout=a.timeout, compression=Compression.Gzip if a.gzip else None),
+        max_queue_size=max(2048, a.count)))
     log = logging.getLogger(f"otlp.test.{a.run}")
     log.addHandler(LoggingHandler(level=logging.DEBUG, logger_provider=provider))
     log.setLevel(logging.DEBUG)
@@ -119,5 +121,6 @@ if __name__ == "__main__":
     p.add_argument("--run", required=True)
     p.add_argument("--timeout", type=float, default=10.0)
     p.add_argument("--throttled-url")
+    p.add_argument("--gzip", action="store_true", help="sdk: Content-Encoding: gzip")
     args = p.parse_args()
     sdk(args) if args.mode == "sdk" else raw(args)
