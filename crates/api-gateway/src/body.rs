@@ -1,8 +1,6 @@
 //! Reads a request body under the size limits: Content-Type, Content-Length and gzip checks
 //! happen before any parsing, and decompression is capped so a zip bomb costs nothing.
 
-use std::io::Read;
-
 use axum::body::Body;
 use axum::http::{header, HeaderMap};
 use bytes::Bytes;
@@ -97,17 +95,10 @@ fn is_length_limit(e: &axum::Error) -> bool {
     false
 }
 
-/// Decompresses at most `limit` bytes; one byte more means the body is too large.
+/// Decompresses at most `limit` bytes; one byte more means the body is too large
+/// (`log_event::gunzip`, the pure function the fuzz targets exercise).
 pub fn gunzip(compressed: &[u8], limit: usize) -> Result<Bytes, ApiError> {
-    let mut out = Vec::with_capacity(compressed.len().saturating_mul(4).min(limit));
-    let decoder = flate2::read::MultiGzDecoder::new(compressed);
-    match decoder.take(limit as u64 + 1).read_to_end(&mut out) {
-        Ok(_) if out.len() > limit => Err(ApiError::PayloadTooLarge(format!(
-            "the decompressed body exceeds {limit} bytes"
-        ))),
-        Ok(_) => Ok(Bytes::from(out)),
-        Err(e) => Err(ApiError::BadRequest(format!("invalid gzip body: {e}"))),
-    }
+    Ok(Bytes::from(log_event::gunzip(compressed, limit)?))
 }
 
 #[cfg(test)]

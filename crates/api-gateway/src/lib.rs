@@ -42,6 +42,18 @@ pub struct RequestLimits {
     pub max_batch_events: usize,
 }
 
+impl RequestLimits {
+    /// The limits a gateway with `cfg` applies (event limits are the wire format's defaults).
+    pub fn from_config(cfg: &Config) -> RequestLimits {
+        RequestLimits {
+            event: log_event::Limits::default(),
+            max_body_bytes: cfg.max_body_bytes,
+            max_batch_bytes: cfg.max_batch_bytes,
+            max_batch_events: cfg.max_batch_events,
+        }
+    }
+}
+
 /// Shared state of every handler.
 pub struct AppState {
     pub producer: EventProducer,
@@ -178,12 +190,7 @@ impl Application {
         }
         let state = Arc::new(AppState {
             producer,
-            limits: RequestLimits {
-                event: log_event::Limits::default(),
-                max_body_bytes: cfg.max_body_bytes,
-                max_batch_bytes: cfg.max_batch_bytes,
-                max_batch_events: cfg.max_batch_events,
-            },
+            limits: RequestLimits::from_config(&cfg),
             kafka,
             metrics: handle,
             backpressure,
