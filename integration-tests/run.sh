@@ -20,6 +20,8 @@ or three-node clusters through scripts/kafka.sh), then runs, each after a "==> s
   shellcheck, integration-tests/check-compose.py, docker compose config -q (or docker-compose v1)
   integration-tests/test-backpressure.sh         (when present)
   integration-tests/test-dashboards.sh
+  integration-tests/schemathesis.sh --examples 100 (/openapi.json against the gateway, every check)
+  integration-tests/fuzz.sh --seconds 25           (each fuzz target of fuzz/, from its seeds)
   integration-tests/faults.sh --runs 6             (the fault matrix, each fault once)
 env: TEST_DATABASE_ADMIN_URL, REDIS_URL, KEEP_TMP=1 (keep the temp folder).
 USAGE
@@ -130,6 +132,10 @@ else
   printf '\n==> integration-tests/test-backpressure.sh: not written yet, skipped\n'
 fi
 phase "integration-tests/test-dashboards.sh" integration-tests/test-dashboards.sh
+# The spec and the gateway must agree: a bounded schemathesis run (about 30 s), random seed.
+phase "integration-tests/schemathesis.sh --examples 100" integration-tests/schemathesis.sh --examples 100
+# Each fuzz target briefly from its seeds (about 90 s once built; the long runs are local).
+phase "integration-tests/fuzz.sh --seconds 25" integration-tests/fuzz.sh --seconds 25
 # The fault matrix's short form: each fault once, a random seed (printed, to reproduce).
 phase "integration-tests/faults.sh --runs 6" integration-tests/faults.sh --runs 6
 current="done"
