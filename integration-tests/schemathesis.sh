@@ -105,7 +105,7 @@ t0=$SECONDS
 set +e
 # From the temp folder: schemathesis keeps its example database in the working directory.
 (cd "$TMP" && PYTHONPATH="$ROOT/integration-tests${PYTHONPATH:+:$PYTHONPATH}" SCHEMATHESIS_HOOKS=schemathesis_hooks \
-  NO_COLOR=1 timeout 600 "$VENV/bin/schemathesis" run "$url/openapi.json" \
+  PYTHONDONTWRITEBYTECODE=1 NO_COLOR=1 timeout 600 "$VENV/bin/schemathesis" run "$url/openapi.json" \
   --checks all --max-examples "$examples" "${seed[@]}" --workers 2 --request-timeout 15 \
   --output-truncate true >"$TMP/schemathesis.log" 2>&1)
 rc=$?
