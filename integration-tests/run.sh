@@ -22,6 +22,8 @@ or three-node clusters through scripts/kafka.sh), then runs, each after a "==> s
   integration-tests/test-scenario.sh             (./load-test.sh --scenario stall --report, bounded; the report in headless Chromium)
   integration-tests/test-dashboards.sh
   integration-tests/test-otlp.sh                 (the OpenTelemetry Python and JavaScript SDKs → /v1/logs)
+  integration-tests/schemathesis.sh --examples 100 (/openapi.json against the gateway, every check)
+  integration-tests/fuzz.sh --seconds 25           (each fuzz target of fuzz/, from its seeds)
   integration-tests/faults.sh --runs 6             (the fault matrix's first six faults)
 env: TEST_DATABASE_ADMIN_URL, REDIS_URL, KEEP_TMP=1 (keep the temp folder).
 USAGE
@@ -136,6 +138,10 @@ fi
 phase "integration-tests/test-scenario.sh" integration-tests/test-scenario.sh
 phase "integration-tests/test-dashboards.sh" integration-tests/test-dashboards.sh
 phase "integration-tests/test-otlp.sh" integration-tests/test-otlp.sh
+# The spec and the gateway must agree: a bounded schemathesis run (about 30 s), random seed.
+phase "integration-tests/schemathesis.sh --examples 100" integration-tests/schemathesis.sh --examples 100
+# Each fuzz target briefly from its seeds (about 90 s once built; the long runs are local).
+phase "integration-tests/fuzz.sh --seconds 25" integration-tests/fuzz.sh --seconds 25
 # The fault matrix's short form: each fault once, a random seed (printed, to reproduce).
 phase "integration-tests/faults.sh --runs 6" integration-tests/faults.sh --runs 6
 current="done"

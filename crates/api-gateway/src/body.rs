@@ -6,7 +6,6 @@
 //! our error body) and cannot cap the *decompressed* size, and `RequestBodyTimeoutLayer` only
 //! bounds the gap between two chunks, so a client trickling a byte a second never times out.
 
-use std::io::Read;
 use std::time::Duration;
 
 use axum::body::Body;
@@ -111,17 +110,10 @@ fn is_length_limit(e: &axum::Error) -> bool {
     false
 }
 
-/// Decompresses at most `limit` bytes; one byte more means the body is too large.
+/// Decompresses at most `limit` bytes; one byte more means the body is too large
+/// (`log_event::gunzip`, the pure function the fuzz targets exercise).
 pub fn gunzip(compressed: &[u8], limit: usize) -> Result<Bytes, ApiError> {
-    let mut out = Vec::with_capacity(compressed.len().saturating_mul(4).min(limit));
-    let decoder = flate2::read::MultiGzDecoder::new(compressed);
-    match decoder.take(limit as u64 + 1).read_to_end(&mut out) {
-        Ok(_) if out.len() > limit => Err(ApiError::PayloadTooLarge(format!(
-            "the decompressed body exceeds {limit} bytes"
-        ))),
-        Ok(_) => Ok(Bytes::from(out)),
-        Err(e) => Err(ApiError::BadRequest(format!("invalid gzip body: {e}"))),
-    }
+    Ok(Bytes::from(log_event::gunzip(compressed, limit)?))
 }
 
 #[cfg(test)]

@@ -3,7 +3,7 @@
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use log_event::{BatchError, EventError, FieldError, ItemError};
+use log_event::{BatchError, EventError, FieldError, GzipError, ItemError};
 use serde_json::{json, Value};
 
 use crate::backpressure::Limited;
@@ -130,10 +130,21 @@ impl From<BatchError> for ApiError {
                 "a batch must be a JSON array of events (or NDJSON with Content-Type: application/x-ndjson)".into(),
             ),
             BatchError::Empty => ApiError::BadRequest("the batch holds no events".into()),
-            BatchError::TooMany { count, max } => ApiError::PayloadTooLarge(format!(
+            // A count over the limit breaks the documented schema (`maxItems`), like an empty
+            // batch (`minItems`): 400. 413 is kept for bytes (body, decompressed body).
+            BatchError::TooMany { count, max } => ApiError::BadRequest(format!(
                 "the batch holds {count} events; at most {max} are allowed"
             )),
             BatchError::Invalid(items) => ApiError::InvalidBatch(items),
+        }
+    }
+}
+
+impl From<GzipError> for ApiError {
+    fn from(e: GzipError) -> Self {
+        match e {
+            GzipError::TooLarge { .. } => ApiError::PayloadTooLarge(e.to_string()),
+            GzipError::Invalid(_) => ApiError::BadRequest(e.to_string()),
         }
     }
 }
@@ -166,5 +177,33 @@ impl IntoResponse for ApiError {
                 .insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
         response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The spec's `minItems: 1` / `maxItems` on batches: both sides of the count are 400s
+    /// (bad_request), as schema violations are; 413 is for bytes only.
+    #[test]
+    fn batch_count_violations_are_400_and_bytes_are_413() {
+        let empty = ApiError::from(BatchError::Empty);
+        assert_eq!(empty.status(), StatusCode::BAD_REQUEST);
+        let over = ApiError::from(BatchError::TooMany {
+            count: 1001,
+            max: 1000,
+        });
+        assert_eq!(over.status(), StatusCode::BAD_REQUEST);
+        assert_eq!(over.code(), "bad_request");
+        assert_eq!(
+            over.to_string(),
+            "the batch holds 1001 events; at most 1000 are allowed"
+        );
+        let bomb = ApiError::from(GzipError::TooLarge { limit: 10 });
+        assert_eq!(bomb.status(), StatusCode::PAYLOAD_TOO_LARGE);
+        assert!(bomb.to_string().contains("decompressed"));
+        let corrupt = ApiError::from(GzipError::Invalid("bad header".into()));
+        assert_eq!(corrupt.status(), StatusCode::BAD_REQUEST);
     }
 }

@@ -47,6 +47,22 @@ pub struct RequestLimits {
     pub body_read_timeout: Duration,
 }
 
+impl RequestLimits {
+    /// The limits a gateway with `cfg` applies (event limits are the wire format's defaults).
+    pub fn from_config(cfg: &Config) -> RequestLimits {
+        RequestLimits {
+            event: log_event::Limits::default(),
+            max_body_bytes: cfg.max_body_bytes,
+            max_batch_bytes: cfg.max_batch_bytes,
+            max_batch_events: cfg.max_batch_events,
+            otlp_max_body_bytes: cfg.otlp_max_body_bytes,
+            otlp_max_records: cfg.otlp_max_records,
+            otlp_correlation_attribute: cfg.otlp_correlation_attribute.clone(),
+            body_read_timeout: Duration::from_millis(cfg.http_body_read_timeout_ms),
+        }
+    }
+}
+
 /// Shared state of every handler.
 pub struct AppState {
     pub producer: EventProducer,
@@ -201,16 +217,7 @@ impl Application {
         }
         let state = Arc::new(AppState {
             producer,
-            limits: RequestLimits {
-                event: log_event::Limits::default(),
-                max_body_bytes: cfg.max_body_bytes,
-                max_batch_bytes: cfg.max_batch_bytes,
-                max_batch_events: cfg.max_batch_events,
-                otlp_max_body_bytes: cfg.otlp_max_body_bytes,
-                otlp_max_records: cfg.otlp_max_records,
-                otlp_correlation_attribute: cfg.otlp_correlation_attribute.clone(),
-                body_read_timeout: Duration::from_millis(cfg.http_body_read_timeout_ms),
-            },
+            limits: RequestLimits::from_config(&cfg),
             kafka,
             metrics: handle,
             backpressure,

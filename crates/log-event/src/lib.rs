@@ -4,8 +4,11 @@
 //! that into the Kafka record ([`LogEvent::to_record`]); the consumer parses the record back
 //! with [`LogEvent::from_record`], which applies the same rules plus the fields the gateway
 //! adds, so a foreign producer writing junk to the topic is caught as a poison message.
+//! Request bodies sent with `Content-Encoding: gzip` are inflated here too ([`gunzip`], capped),
+//! so everything that turns client bytes into events is pure code, fuzzed in `fuzz/`.
 
 mod batch;
+mod gzip;
 mod parse;
 mod severity;
 
@@ -13,6 +16,7 @@ use serde::Serialize;
 use uuid::Uuid;
 
 pub use batch::{parse_batch, BatchError, BatchFormat, ItemError};
+pub use gzip::{gunzip, GzipError};
 pub use severity::Severity;
 
 /// Attribute map of an event: flat, string keys, string/number/bool values. Keys are kept

@@ -227,6 +227,9 @@ struct Checker<'r, 'a> {
 /// acknowledged but never stored, so the edge refuses it.
 const NUL: &str = "must not contain U+0000 (NUL): PostgreSQL cannot store it";
 
+/// `xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx`: the only UUID form an `eventId` may take.
+const HYPHENATED_UUID_LEN: usize = 36;
+
 impl Checker<'_, '_> {
     fn fail<T>(&mut self, key: Key, reason: impl Into<String>) -> Option<T> {
         self.errors.push(FieldError::new(key.name(), reason));
@@ -287,11 +290,23 @@ impl Checker<'_, '_> {
     }
 
     fn epoch_ms(&mut self, key: Key) -> Option<i64> {
-        let raw = self.required(key)?;
-        match serde_json::from_str::<i64>(raw.get()) {
-            Ok(ms) => Some(ms),
-            Err(_) => self.fail(key, "must be an integer (epoch milliseconds)"),
+        let client = self.mode == Mode::Client;
+        let raw = self.required(key)?.get();
+        if let Ok(ms) = serde_json::from_str::<i64>(raw) {
+            return Some(ms);
         }
+        // JSON has one number type, and JSON Schema's `integer` (the spec's) is any number
+        // with no fractional part: a client's `1700000000000.0` or `1.7e12` is an integer
+        // too. Out of i64's range saturates, so the bounds below name the real problem.
+        // Records are written by the gateway as plain integers, and held to that.
+        if client {
+            if let Ok(ms) = serde_json::from_str::<f64>(raw) {
+                if ms.fract() == 0.0 {
+                    return Some(ms as i64);
+                }
+            }
+        }
+        self.fail(key, "must be an integer (epoch milliseconds)")
     }
 
     fn timestamp(&mut self, received_at: Option<i64>, max_skew_ms: i64) -> Option<i64> {
@@ -328,6 +343,11 @@ impl Checker<'_, '_> {
         let Ok(s) = serde_json::from_str::<&str>(raw.get()) else {
             return self.fail(Key::EventId, "must be a UUID string");
         };
+        // Only the hyphenated form (any case), as the spec's `format: uuid` says: the braced,
+        // URN and bare-hex forms `Uuid::try_parse` would also take are refused.
+        if s.len() != HYPHENATED_UUID_LEN {
+            return self.fail(Key::EventId, "must be a UUID string");
+        }
         match Uuid::try_parse(s) {
             Ok(id) if id.is_nil() => self.fail(Key::EventId, "must not be the nil UUID"),
             Ok(id) => Some(Some(id)),
@@ -545,7 +565,7 @@ mod tests {
             (json!(NOW + DAY + 1), false),
             (json!(0), false),
             (json!(-5), false),
-            (json!(1.5e12), false),
+            (json!(1.5e12 + 0.5), false),
             (json!("1763800000000"), false),
             (json!(u64::MAX), false),
         ];
@@ -553,6 +573,50 @@ mod tests {
             let r = parse_client(&with("timestamp", value.clone()));
             assert_eq!(r.is_ok(), ok, "timestamp {value}: {r:?}");
         }
+    }
+
+    /// JSON Schema's `integer` (the spec's type for `timestamp`) is any number without a
+    /// fractional part: `1.5e12` and `1763799999000.0` are integers; a fraction is not, and
+    /// an integer out of i64's range is judged by the bounds, not refused as "not an integer".
+    #[test]
+    fn timestamp_integers_written_as_json_floats() {
+        let raw = |ts: &str| {
+            format!(
+                r#"{{"correlationId":"c","severity":"INFO","message":"m","source":"s","timestamp":{ts}}}"#
+            )
+        };
+        for ok in [
+            "1.5e12",
+            "1763799999000.0",
+            "1763799999000",
+            "17637999990e2",
+        ] {
+            assert!(parse_client(raw(ok).as_bytes()).is_ok(), "{ok}");
+        }
+        assert_eq!(
+            parse_client(raw("1.5e12").as_bytes()).unwrap().timestamp,
+            1_500_000_000_000
+        );
+        let errors = |ts: &str| match parse_client(raw(ts).as_bytes()) {
+            Err(EventError::Invalid(errs)) => {
+                errs.into_iter().map(|e| e.reason).collect::<Vec<_>>()
+            }
+            other => panic!("{ts}: {other:?}"),
+        };
+        assert_eq!(
+            errors("1763799999000.5"),
+            vec!["must be an integer (epoch milliseconds)"]
+        );
+        assert!(errors("304584929390235654029312000")[0].contains("in the future"));
+        assert!(errors("-1e30")[0].contains("before 2000"));
+        // Records hold the gateway's plain integers.
+        let record = LogEvent::parse(raw("1.5e12").as_bytes(), NOW, &Limits::default())
+            .unwrap()
+            .to_record();
+        let text = String::from_utf8(record).unwrap();
+        assert!(text.contains(r#""timestamp":1500000000000,"#), "{text}");
+        let float_record = text.replace(r#""timestamp":1500000000000,"#, r#""timestamp":1.5e12,"#);
+        assert!(LogEvent::from_record(float_record.as_bytes(), &Limits::default()).is_err());
     }
 
     #[test]
@@ -569,6 +633,10 @@ mod tests {
             json!(""),
             json!(12),
             json!("00000000-0000-0000-0000-000000000000"),
+            // Forms the spec's `format: uuid` refuses, though the uuid crate parses them.
+            json!("0190d5c48c4b7d3a9f3e2b7c1a2b3c4d"),
+            json!("{0190d5c4-8c4b-7d3a-9f3e-2b7c1a2b3c4d}"),
+            json!("urn:uuid:0190d5c4-8c4b-7d3a-9f3e-2b7c1a2b3c4d"),
         ] {
             assert_field_rejected(&with("eventId", bad), "eventId");
         }
