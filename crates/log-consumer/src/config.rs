@@ -108,6 +108,20 @@ pub struct Config {
     #[arg(long, env = "SHUTDOWN_GRACE_MS", default_value_t = 10_000)]
     pub shutdown_grace_ms: u64,
 
+    /// Width of one `log_events` partition (UTC-aligned): `hour`, `day` or `week`.
+    #[arg(long, env = "PARTITION_INTERVAL", value_enum, default_value = "day")]
+    pub partition_interval: crate::partitions::Interval,
+
+    /// Days of events kept: partitions ending before now minus this many days are dropped
+    /// whole. Rows in the DEFAULT partition are kept.
+    #[arg(long, env = "LOG_RETENTION_DAYS", default_value_t = 7)]
+    pub log_retention_days: u32,
+
+    /// How often partitions are created ahead and expired ones dropped, in seconds (also
+    /// once at start, before consuming).
+    #[arg(long, env = "PARTITION_MAINTENANCE_SECS", default_value_t = 600)]
+    pub partition_maintenance_secs: u64,
+
     /// Log format: `json` or `text`.
     #[arg(long, env = "LOG_FORMAT", default_value = "json")]
     pub log_format: String,
@@ -149,6 +163,10 @@ impl Config {
     /// How often an open breaker pings the database, if at all.
     pub fn breaker_probe(&self) -> Option<Duration> {
         (self.breaker_probe_ms > 0).then(|| Duration::from_millis(self.breaker_probe_ms))
+    }
+
+    pub fn partition_maintenance(&self) -> Duration {
+        Duration::from_secs(self.partition_maintenance_secs.max(1))
     }
 
     pub fn shutdown_grace(&self) -> Duration {
@@ -201,6 +219,9 @@ mod tests {
             ("DB_POOL_MAX", "20"),
             ("DB_ACQUIRE_TIMEOUT_MS", "5000"),
             ("DB_WRITE_TIMEOUT_MS", "10000"),
+            ("PARTITION_INTERVAL", "day"),
+            ("LOG_RETENTION_DAYS", "7"),
+            ("PARTITION_MAINTENANCE_SECS", "600"),
             ("LOG_FORMAT", "json"),
         ];
         for (env, default) in expected {

@@ -173,8 +173,15 @@ impl Db {
         conn.map_err(classify)
     }
 
-    /// Inserts the rows in one statement; duplicates (same event_id) are skipped. Returns
-    /// how many rows were new.
+    /// Inserts the rows in one statement; duplicates are skipped. Returns how many rows were
+    /// new.
+    ///
+    /// The key is (event_id, event_time): PostgreSQL requires a partitioned table's unique
+    /// key to contain the partition key. A duplicate still cannot land twice, in one
+    /// partition or two: event_time is part of the event's content, the same in every
+    /// redelivery of the Kafka record and in every client retry (content-derived ids hash
+    /// the timestamp too). A client reusing an eventId with another timestamp sends another
+    /// event, and both are stored (docs/ARCHITECTURE.md, "A row once").
     pub async fn insert_batch(&self, rows: &[Row]) -> Result<u64, DbError> {
         let n = rows.len();
         let mut ids: Vec<Uuid> = Vec::with_capacity(n);
@@ -211,7 +218,7 @@ impl Db {
              FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], \
                  $6::int8[], $7::int8[], $8::text[], $9::int4[], $10::int8[]) \
                  AS u(id, cid, sev, msg, src, ts, rx, attrs, p, o) \
-             ON CONFLICT (event_id) DO NOTHING",
+             ON CONFLICT (event_id, event_time) DO NOTHING",
         )
         .bind(&ids)
         .bind(&correlation)
@@ -252,6 +259,60 @@ impl Db {
         Ok(())
     }
 
+    /// The partitions attached to `log_events`, with their upper bound (`None` for DEFAULT).
+    pub async fn partitions(&self) -> Result<Vec<Partition>, sqlx::Error> {
+        let rows: Vec<(String, Option<i64>)> = sqlx::query_as(
+            "SELECT c.relname::text, \
+                 (extract(epoch FROM (regexp_match(pg_get_expr(c.relpartbound, c.oid), \
+                     'TO \\(''([^'']+)''\\)'))[1]::timestamptz) * 1000)::int8 \
+             FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid \
+             WHERE i.inhparent = 'log_events'::regclass \
+             ORDER BY 1",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(name, upper_ms)| Partition { name, upper_ms })
+            .collect())
+    }
+
+    /// Creates one partition `[start_ms, end_ms)`. `name` is ours (`partitions::Range`), never
+    /// user input; quoted anyway.
+    pub async fn create_partition(
+        &self,
+        name: &str,
+        start_ms: i64,
+        end_ms: i64,
+    ) -> Result<(), sqlx::Error> {
+        let sql = format!(
+            "CREATE TABLE IF NOT EXISTS {} PARTITION OF log_events \
+             FOR VALUES FROM (to_timestamp({start_ms}::float8 / 1000)) \
+             TO (to_timestamp({end_ms}::float8 / 1000))",
+            quote_ident(name)
+        );
+        sqlx::query(&sql).execute(&self.pool).await?;
+        Ok(())
+    }
+
+    /// Drops one whole partition: no row-by-row delete, no vacuum debt. Detached first, under
+    /// a short lock timeout so that a long query holding the table delays retention rather
+    /// than queueing the writers behind the lock.
+    pub async fn drop_partition(&self, name: &str) -> Result<(), sqlx::Error> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("SET LOCAL lock_timeout = '5s'")
+            .execute(&mut *tx)
+            .await?;
+        let quoted = quote_ident(name);
+        sqlx::query(&format!("ALTER TABLE log_events DETACH PARTITION {quoted}"))
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(&format!("DROP TABLE {quoted}"))
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await
+    }
+
     /// Cheap liveness probe.
     pub async fn ping(&self) -> bool {
         match self.acquire().await {
@@ -259,6 +320,18 @@ impl Db {
             Err(_) => false,
         }
     }
+}
+
+/// A partition of `log_events`.
+#[derive(Debug, Clone)]
+pub struct Partition {
+    pub name: String,
+    /// Exclusive upper bound in epoch milliseconds; `None` for the DEFAULT partition.
+    pub upper_ms: Option<i64>,
+}
+
+fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
 }
 
 async fn create_database_if_missing(options: &PgConnectOptions) -> Result<(), sqlx::Error> {

@@ -1,14 +1,15 @@
 //! log-consumer: reads log events from Kafka and writes each exactly once to PostgreSQL.
 //!
 //! Data path: [`pipeline`] (consume, bound in-flight, batch, commit the watermark) →
-//! [`db`] (one idempotent UNNEST insert per batch) — with [`dlq`] for poison messages and
-//! [`http`] for health and metrics.
+//! [`db`] (one idempotent UNNEST insert per batch) — with [`dlq`] for poison messages,
+//! [`partitions`] for time partitions and retention, and [`http`] for health and metrics.
 
 pub mod config;
 pub mod db;
 pub mod dlq;
 pub mod http;
 pub mod metrics;
+pub mod partitions;
 pub mod pipeline;
 
 use std::future::{Future, IntoFuture};
@@ -84,8 +85,18 @@ impl Application {
         let upkeep_task = service_runtime::spawn_metrics_upkeep(self.metrics.clone());
         let server = tokio::spawn(axum::serve(self.listener, http::router(state)).into_future());
         let shutdown = std::pin::pin!(shutdown);
-        let result = match wait_for_database(&self.db, shutdown).await {
-            Some(shutdown) => pipeline::run(self.cfg, self.db, self.shared, shutdown).await,
+        let result = match wait_for_database(&self.db, &self.cfg, shutdown).await {
+            Some(shutdown) => {
+                let maintenance = partitions::spawn_partition_maintenance(
+                    self.db.clone(),
+                    self.cfg.partition_interval,
+                    self.cfg.log_retention_days,
+                    self.cfg.partition_maintenance(),
+                );
+                let result = pipeline::run(self.cfg, self.db, self.shared, shutdown).await;
+                maintenance.abort();
+                result
+            }
             None => Ok(()),
         };
         server.abort();
@@ -94,16 +105,30 @@ impl Application {
     }
 }
 
-/// Prepares the database (create, migrate), retrying with backoff until it answers, while
-/// `/health/ready` says not ready; `None` when shutdown came first.
+/// Prepares the database (create, migrate, the partitions of now), retrying with backoff
+/// until it answers, while `/health/ready` says not ready; `None` when shutdown came first.
+/// Partitions exist before the first insert, so no event of the window waits in DEFAULT.
 async fn wait_for_database<S: Future<Output = ()> + Unpin>(
     db: &db::Db,
+    cfg: &Config,
     mut shutdown: S,
 ) -> Option<S> {
     let backoff = flow_control::Backoff::default();
     let mut attempt = 0u32;
     loop {
-        match db.prepare().await {
+        let prepared = match db.prepare().await {
+            Ok(()) => partitions::maintain(
+                db,
+                partitions::now_ms(),
+                cfg.partition_interval,
+                cfg.log_retention_days,
+            )
+            .await
+            .map(|_| ())
+            .map_err(Error::from),
+            Err(e) => Err(e),
+        };
+        match prepared {
             Ok(()) => return Some(shutdown),
             Err(e) => {
                 let wait = backoff.delay(attempt);

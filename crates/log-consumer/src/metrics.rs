@@ -22,6 +22,10 @@ pub const DB_POOL_MAX: &str = "db_pool_max";
 pub const BREAKER_STATE: &str = "resilience4j_circuitbreaker_state";
 pub const DEAD_LETTERS_TOTAL: &str = "consumer_dead_letters_total";
 pub const DB_ERRORS_TOTAL: &str = "consumer_db_errors_total";
+/// `log_events` partitions attached, DEFAULT included.
+pub const PARTITIONS: &str = "consumer_partitions";
+/// Expired partitions dropped by retention.
+pub const PARTITIONS_DROPPED_TOTAL: &str = "consumer_partitions_dropped_total";
 
 const BUCKETS_SECONDS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
@@ -99,4 +103,12 @@ pub fn dead_letter(kind: &'static str) {
 
 pub fn db_error(kind: &'static str) {
     counter!(DB_ERRORS_TOTAL, "kind" => kind).increment(1);
+}
+
+pub fn partitions(n: usize) {
+    gauge!(PARTITIONS).set(n as f64);
+}
+
+pub fn partition_dropped() {
+    counter!(PARTITIONS_DROPPED_TOTAL).increment(1);
 }

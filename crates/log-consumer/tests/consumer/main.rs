@@ -5,3 +5,4 @@
 mod broker_faults;
 mod consume;
 mod insert_benchmark;
+mod partitions;
