@@ -41,6 +41,15 @@ fn unavailable() -> Value {
     r
 }
 
+/// 401 with the challenge (only with API_KEYS_FILE set).
+fn unauthorized() -> Value {
+    let mut r = error_response(
+        "API_KEYS_FILE is set and no key, or an unknown or revoked key, was presented",
+    );
+    r["headers"] = json!({"WWW-Authenticate": {"schema": {"const": "Bearer"}}});
+    r
+}
+
 /// An OTLP error: a `google.rpc.Status` in the request's encoding, maybe with Retry-After.
 fn otlp_error(description: &str, retry_after: Option<&str>) -> Value {
     let mut r = json!({"description": description, "content": {
@@ -53,6 +62,12 @@ fn otlp_error(description: &str, retry_after: Option<&str>) -> Value {
     r
 }
 
+/// Ingest takes a key as Bearer or X-API-Key when API_KEYS_FILE is set; the empty
+/// requirement says it may also be open (the default).
+fn ingest_security() -> Value {
+    json!([{"bearer": []}, {"apiKey": []}, {}])
+}
+
 fn build() -> Value {
     let ingest_errors = |ok: Value| {
         json!({
@@ -60,6 +75,8 @@ fn build() -> Value {
             "400": error_response("Malformed JSON or invalid fields (every problem listed in details)"),
             "408": error_response("The body did not arrive whole within HTTP_BODY_READ_TIMEOUT_MS; the connection is closed"),
             "413": error_response("Body, decompressed body or batch too large"),
+            "401": unauthorized(),
+            "403": error_response("The API key may not write an event's source (details name it)"),
             "415": error_response("Unsupported Content-Type or Content-Encoding"),
             "429": limited("Rate limited under backpressure"),
             "503": unavailable()
@@ -75,11 +92,13 @@ fn build() -> Value {
         "paths": {
             "/api/logs": {"post": {
                 "summary": "Ingest one event",
+                "security": ingest_security(),
                 "requestBody": {"required": true, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/LogEvent"}}}},
                 "responses": ingest_errors(json!({"description": "Kafka acknowledged the event", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Accepted"}}}}))
             }},
             "/api/logs/batch": {"post": {
                 "summary": "Ingest up to 1000 events, all or nothing",
+                "security": ingest_security(),
                 "requestBody": {"required": true, "content": {
                     "application/json": {"schema": {"type": "array", "items": {"$ref": "#/components/schemas/LogEvent"}, "maxItems": 1000}},
                     "application/x-ndjson": {"schema": {"type": "string", "description": "One LogEvent JSON object per line"}}
@@ -88,6 +107,7 @@ fn build() -> Value {
             }},
             "/v1/logs": {"post": {
                 "summary": "OpenTelemetry logs over OTLP/HTTP (ExportLogsServiceRequest)",
+                "security": ingest_security(),
                 "description": "Binary protobuf or OTLP/JSON, optionally gzip. Records that cannot be stored are counted in partialSuccess and the rest are stored; each record's id derives from its content, so a retried export is stored once. Errors are google.rpc.Status in the request's encoding.",
                 "requestBody": {"required": true, "content": {
                     "application/x-protobuf": {"schema": {"type": "string", "format": "binary"}},
@@ -98,6 +118,8 @@ fn build() -> Value {
                         "application/x-protobuf": {"schema": {"type": "string", "format": "binary"}},
                         "application/json": {"schema": {"$ref": "#/components/schemas/OtlpLogsResponse"}}}},
                     "400": otlp_error("Undecodable body", None),
+                    "401": otlp_error("API_KEYS_FILE is set and no valid key was presented (WWW-Authenticate: Bearer)", None),
+                    "403": otlp_error("The API key may not write a record's source", None),
                     "413": otlp_error("Body, decompressed body or record count too large (OTLP_MAX_BODY_BYTES, OTLP_MAX_RECORDS)", None),
                     "415": otlp_error("Content-Type is not application/x-protobuf or application/json, or Content-Encoding is not gzip", None),
                     "429": otlp_error("Throttled by backpressure", Some("Whole seconds to wait before retrying the export")),
@@ -113,7 +135,12 @@ fn build() -> Value {
             "/metrics": {"get": {"summary": "Prometheus metrics (on GATEWAY_OPS_ADDR when set)", "responses": {"200": {"description": "Prometheus text format", "content": {"text/plain": {}}}}}},
             "/openapi.json": {"get": {"summary": "This document", "responses": {"200": {"description": "OpenAPI 3.1", "content": {"application/json": {}}}}}}
         },
-        "components": {"schemas": {
+        "components": {
+        "securitySchemes": {
+            "bearer": {"type": "http", "scheme": "bearer", "description": "An API key from API_KEYS_FILE (needed only when it is set)"},
+            "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key", "description": "The same key, for clients that cannot send Authorization"}
+        },
+        "schemas": {
             "LogEvent": {
                 "type": "object",
                 "additionalProperties": false,
