@@ -132,6 +132,16 @@ pub struct Config {
     #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379")]
     pub redis_url: String,
 
+    /// JSON file of API keys (README: "API keys"). Unset: no key is needed. Set: ingest
+    /// routes need `Authorization: Bearer <key>` (or `X-API-Key`); the file is re-read on
+    /// SIGHUP and when it changes.
+    #[arg(long, env = "API_KEYS_FILE")]
+    pub api_keys_file: Option<std::path::PathBuf>,
+
+    /// A one-off command instead of the server.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
     /// Largest single-event body in bytes (after decompression).
     #[arg(long, env = "MAX_BODY_BYTES", default_value_t = 256 * 1024)]
     pub max_body_bytes: usize,
@@ -176,6 +186,24 @@ pub struct Config {
     pub log_format: String,
 }
 
+/// One-off commands; without one the gateway serves.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum Command {
+    /// API keys.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+}
+
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum KeysCommand {
+    /// Prints a fresh random key (give it to the client) and its entry for API_KEYS_FILE
+    /// (which holds only its sha256).
+    New {
+        /// The key's name: 1 to 64 of A-Z a-z 0-9 . _ - (a metric label and in logs).
+        name: String,
+    },
+}
+
 /// librdkafka scans for expired records about once a second, so its timeout must end this
 /// long before the HTTP deadline for its report to arrive first.
 const MESSAGE_TIMEOUT_MARGIN: Duration = Duration::from_millis(1500);
@@ -218,5 +246,15 @@ mod tests {
     fn a_produce_timeout_too_short_for_the_margin_is_refused() {
         let err = Config::try_parse_from(["api-gateway", "--produce-timeout-ms=2000"]).unwrap_err();
         assert!(err.to_string().contains("2500"), "{err}");
+    }
+
+    #[test]
+    fn the_server_is_the_default_command() {
+        assert!(Config::defaults().command.is_none());
+        let cfg = Config::parse_from(["api-gateway", "keys", "new", "team-a"]);
+        assert!(matches!(
+            cfg.command,
+            Some(Command::Keys(KeysCommand::New { name })) if name == "team-a"
+        ));
     }
 }

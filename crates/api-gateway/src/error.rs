@@ -34,6 +34,10 @@ pub enum ApiError {
     BodyTimeout(u128),
     #[error("could not hand the event to Kafka: {0}")]
     Unavailable(#[from] ProduceError),
+    #[error("{0}")]
+    Unauthorized(&'static str),
+    #[error("the API key {key:?} may not write events with source {event_source:?}")]
+    Forbidden { key: String, event_source: String },
     #[error("rate limited ({})", .0.reason.as_str())]
     RateLimited(Limited),
     #[error("{failed} of {total} events were not acknowledged by Kafka")]
@@ -57,6 +61,8 @@ impl ApiError {
             ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
             ApiError::BodyTimeout(_) => "request_timeout",
             ApiError::Unavailable(_) | ApiError::PartialDelivery { .. } => "unavailable",
+            ApiError::Unauthorized(_) => "unauthorized",
+            ApiError::Forbidden { .. } => "forbidden",
             ApiError::RateLimited(l) => l.reason.as_str(),
         }
     }
@@ -73,6 +79,8 @@ impl ApiError {
             ApiError::Unavailable(_) | ApiError::PartialDelivery { .. } => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
+            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden { .. } => StatusCode::FORBIDDEN,
             ApiError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
         }
     }
@@ -86,6 +94,9 @@ impl ApiError {
             ApiError::InvalidBatch(errors) => json!(errors),
             ApiError::PartialDelivery { failed_ids, .. } => {
                 json!([{"failedEventIds": failed_ids}])
+            }
+            ApiError::Forbidden { event_source, .. } => {
+                json!([{"field": "source", "reason": format!("{event_source:?} is not among this key's sources")}])
             }
             _ => json!([]),
         }
@@ -170,6 +181,11 @@ impl IntoResponse for ApiError {
             response
                 .headers_mut()
                 .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        if let ApiError::Unauthorized(_) = self {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
         if let Some(secs) = self.retry_after() {
             response

@@ -10,9 +10,11 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
 use axum::Json;
+use flow_control::Class;
 use log_event::{parse_batch, LogEvent};
 use serde_json::json;
 
+use crate::auth::Caller;
 use crate::backpressure::Permit;
 use crate::body::{self, Expect};
 use crate::error::ApiError;
@@ -29,6 +31,7 @@ pub fn now_ms() -> i64 {
 pub async fn ingest_one(
     State(state): State<Arc<AppState>>,
     permit: Option<Extension<Permit>>,
+    caller: Option<Extension<Caller>>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
@@ -41,7 +44,14 @@ pub async fn ingest_one(
     )
     .await?;
     let event = LogEvent::parse(&bytes, now_ms(), &state.limits.event)?;
-    charge(&state, permit, std::slice::from_ref(&event)).await?;
+    let caller = caller.map(|Extension(c)| c);
+    charge(
+        &state,
+        permit,
+        caller.as_ref(),
+        std::slice::from_ref(&event),
+    )
+    .await?;
     // A 503 names the id it concerns: retrying with it (or the same body) is stored once.
     let placement = state
         .producer
@@ -53,7 +63,7 @@ pub async fn ingest_one(
             failed_ids: vec![event.event_id.to_string()],
             retry_after: e.retry_after_secs(),
         })?;
-    metrics::events_accepted(1);
+    accepted(caller.as_ref(), 1);
     let body = json!({
         "status": "accepted",
         "eventId": event.event_id,
@@ -66,6 +76,7 @@ pub async fn ingest_one(
 pub async fn ingest_batch(
     State(state): State<Arc<AppState>>,
     permit: Option<Extension<Permit>>,
+    caller: Option<Extension<Caller>>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
@@ -84,7 +95,8 @@ pub async fn ingest_batch(
         now_ms(),
         &state.limits.event,
     )?;
-    charge(&state, permit, &events).await?;
+    let caller = caller.map(|Extension(c)| c);
+    charge(&state, permit, caller.as_ref(), &events).await?;
     let results = state.producer.send_all(&events).await;
 
     let mut failed_ids = Vec::new();
@@ -95,7 +107,7 @@ pub async fn ingest_batch(
             retry_after = retry_after.max(e.retry_after_secs());
         }
     }
-    metrics::events_accepted(events.len() - failed_ids.len());
+    accepted(caller.as_ref(), events.len() - failed_ids.len());
     if !failed_ids.is_empty() {
         return Err(ApiError::PartialDelivery {
             failed: failed_ids.len(),
@@ -109,13 +121,63 @@ pub async fn ingest_batch(
     Ok((StatusCode::ACCEPTED, Json(body)).into_response())
 }
 
-/// Charges the parsed events to backpressure (the rate-limit layer took the first permit).
+/// Counts events acknowledged by Kafka, globally and for the caller's key.
+pub(crate) fn accepted(caller: Option<&Caller>, n: usize) {
+    metrics::events_accepted(n);
+    if let Some(caller) = caller {
+        metrics::api_key_events(&caller.0.name, "accepted", n);
+    }
+}
+
+/// The caller's sources (403), then its key's quota (429, the first permit refunded): before
+/// the global budget, so a key over its quota spends none of it.
+pub(crate) async fn check_caller(
+    state: &AppState,
+    caller: Option<&Caller>,
+    permit: Option<Permit>,
+    events: &[LogEvent],
+) -> Result<(), ApiError> {
+    let Some(caller) = caller else {
+        return Ok(());
+    };
+    caller.check_sources(events.iter().map(|e| e.source.as_str()))?;
+    let class = if events.iter().all(|e| e.severity.is_protected()) {
+        Class::Protected
+    } else {
+        Class::Normal
+    };
+    let bp = &state.backpressure;
+    let charged = state
+        .key_quotas
+        .charge(
+            &caller.0,
+            events.len() as f64,
+            class,
+            bp.shared_redis(),
+            bp.replicas(),
+        )
+        .await;
+    if let Err(over) = charged {
+        if let Some(permit) = permit {
+            bp.refund(permit);
+        }
+        metrics::api_key_events(&caller.0.name, "rate_limited", events.len());
+        return Err(ApiError::RateLimited(bp.over_key_quota(over)));
+    }
+    Ok(())
+}
+
+/// Checks the caller (sources, quota), then charges the parsed events to backpressure (the
+/// rate-limit layer took the first permit).
 async fn charge(
     state: &AppState,
     permit: Option<Extension<Permit>>,
+    caller: Option<&Caller>,
     events: &[LogEvent],
 ) -> Result<(), ApiError> {
-    let Some(Extension(permit)) = permit else {
+    let permit = permit.map(|Extension(p)| p);
+    check_caller(state, caller, permit, events).await?;
+    let Some(permit) = permit else {
         // Routes mounted without the rate-limit layer (none in production) are not charged.
         return Ok(());
     };

@@ -4,6 +4,7 @@
 //! Data path: [`ingest`] (HTTP handlers) → [`body`] (limits, gzip) → `log_event` (validation)
 //! → [`producer`] (idempotent acks=all producer) → delivery report → 202.
 
+pub mod auth;
 pub mod backpressure;
 pub mod body;
 pub mod config;
@@ -70,6 +71,10 @@ pub struct AppState {
     pub kafka: Arc<KafkaStatus>,
     pub metrics: PrometheusHandle,
     pub backpressure: Arc<Backpressure>,
+    /// None without API_KEYS_FILE: anyone may write.
+    pub api_keys: Option<Arc<auth::ApiKeys>>,
+    /// Each key's `eventsPerSecond` budget.
+    pub key_quotas: auth::quota::KeyQuotas,
 }
 
 /// Every route the gateway serves: the router and the OpenAPI document are checked against
@@ -96,7 +101,8 @@ pub fn router(state: Arc<AppState>) -> Router {
 /// The public API: ingest, the health document, the OpenAPI document.
 pub fn api_router(state: Arc<AppState>) -> Router {
     let rate_limit = rate_limit::RateLimitLayer::new(state.backpressure.clone());
-    Router::new()
+    // The key is checked before any permit is taken: an unknown caller costs no budget.
+    let ingest = Router::new()
         .route(
             "/api/logs",
             post(ingest::ingest_one).layer(rate_limit.clone()),
@@ -105,7 +111,19 @@ pub fn api_router(state: Arc<AppState>) -> Router {
             "/api/logs/batch",
             post(ingest::ingest_batch).layer(rate_limit),
         )
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_key,
+        ));
+    let otlp = Router::new()
         .route("/v1/logs", post(otlp::export_logs))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_key_otlp,
+        ));
+    Router::new()
+        .merge(ingest)
+        .merge(otlp)
         .route("/api/logs/health", get(health::logs_health))
         .route("/openapi.json", get(openapi::serve))
         .layer(axum::middleware::from_fn(metrics::track_http))
@@ -140,6 +158,8 @@ pub enum StartError {
     Redis(#[from] redis_budget::RedisError),
     #[error(transparent)]
     Lag(#[from] lag::LagError),
+    #[error("invalid API_KEYS_FILE")]
+    ApiKeys(#[from] auth::LoadError),
     #[error("could not listen on {addr} (are GATEWAY_ADDR and GATEWAY_OPS_ADDR free, distinct local addresses?)")]
     Bind {
         addr: SocketAddr,
@@ -196,6 +216,10 @@ impl Application {
         );
         let reader =
             lag::LagReader::new(&cfg.kafka_brokers, &cfg.kafka_group_id, &cfg.kafka_topic)?;
+        let api_keys = match &cfg.api_keys_file {
+            Some(path) => Some(auth::ApiKeys::load(path.clone())?),
+            None => None,
+        };
         let listener = bind(cfg.addr).await?;
         let ops_listener = match cfg.ops_addr {
             Some(addr) => Some(bind(addr).await?),
@@ -215,12 +239,21 @@ impl Application {
                 backpressure.clone(),
             ));
         }
+        if let Some(keys) = &api_keys {
+            tasks.push(auth::reload::spawn_key_reload(keys.clone()));
+        }
         let state = Arc::new(AppState {
             producer,
             limits: RequestLimits::from_config(&cfg),
             kafka,
             metrics: handle,
             backpressure,
+            api_keys,
+            key_quotas: auth::quota::KeyQuotas::new(
+                cfg.reserved_share.clamp(0.0, 1.0),
+                flow_control::Burst::secs(cfg.rate_burst_ms as f64 / 1000.0)
+                    .capped(cfg.rate_burst_max_events as f64),
+            ),
         });
         Ok(Application {
             listener,

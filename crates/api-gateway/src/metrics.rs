@@ -36,6 +36,9 @@ pub const HTTP_CONNECTIONS_OPEN: &str = "http_connections_open";
 pub const HTTP_CONNECTIONS_LIMIT: &str = "http_connections_limit";
 pub const HTTP_CONNECTIONS_REFUSED_TOTAL: &str = "http_connections_refused_total";
 pub const HTTP_CONNECTIONS_TIMED_OUT_TOTAL: &str = "http_connections_timed_out_total";
+pub const API_KEY_EVENTS_TOTAL: &str = "api_key_events_total";
+pub const API_KEYS_LOADED: &str = "api_keys_loaded";
+pub const API_KEYS_RELOAD_FAILURES_TOTAL: &str = "api_keys_reload_failures_total";
 
 const LATENCY_BUCKETS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
@@ -119,6 +122,18 @@ fn describe() {
     describe_counter!(
         OTLP_LOG_RECORDS_TOTAL,
         "OTLP log records received on /v1/logs, by outcome"
+    );
+    describe_counter!(
+        API_KEY_EVENTS_TOTAL,
+        "Events per API key (its name from API_KEYS_FILE), by outcome"
+    );
+    describe_gauge!(
+        API_KEYS_LOADED,
+        "API keys in force (absent without API_KEYS_FILE)"
+    );
+    describe_counter!(
+        API_KEYS_RELOAD_FAILURES_TOTAL,
+        "Reloads of API_KEYS_FILE refused (the previous keys stayed in force)"
     );
     // The OTLP series exist from the start, so dashboards show 0 rather than no data.
     for outcome in ["accepted", "rejected", "throttled", "failed", "invalid"] {
@@ -211,6 +226,25 @@ fn status_label(status: StatusCode) -> SharedString {
 
 pub fn events_accepted(n: usize) {
     counter!(EVENTS_ACCEPTED_TOTAL).increment(n as u64);
+}
+
+/// Events of one API key by outcome (`accepted`, `forbidden`, `rate_limited`). Labelled with
+/// the key's name from the key file (bounded by it), never the key.
+pub fn api_key_events(key: &str, outcome: &'static str, n: usize) {
+    counter!(API_KEY_EVENTS_TOTAL, "key" => key.to_owned(), "outcome" => outcome)
+        .increment(n as u64);
+}
+
+/// Keys in force after a (re)load; each key's accepted series exists from then on.
+pub fn api_keys_loaded(keys: &crate::auth::KeySet) {
+    gauge!(API_KEYS_LOADED).set(keys.len() as f64);
+    for name in keys.names() {
+        api_key_events(name, "accepted", 0);
+    }
+}
+
+pub fn api_keys_reload_failed() {
+    counter!(API_KEYS_RELOAD_FAILURES_TOTAL).increment(1);
 }
 
 pub fn event_rejected(reason: &'static str) {

@@ -50,6 +50,15 @@ fn unavailable() -> Value {
     r
 }
 
+/// 401 with the challenge (only with API_KEYS_FILE set).
+fn unauthorized() -> Value {
+    let mut r = error_response(
+        "API_KEYS_FILE is set and no key, or an unknown or revoked key, was presented",
+    );
+    r["headers"] = json!({"WWW-Authenticate": {"schema": {"const": "Bearer"}}});
+    r
+}
+
 /// An OTLP error: a `google.rpc.Status` in the request's encoding, maybe with Retry-After.
 fn otlp_error(description: &str, retry_after: Option<&str>) -> Value {
     let mut r = json!({"description": description, "content": {
@@ -60,6 +69,12 @@ fn otlp_error(description: &str, retry_after: Option<&str>) -> Value {
         r["headers"] = json!({"Retry-After": {"schema": {"type": "integer", "minimum": 1}, "description": what}});
     }
     r
+}
+
+/// Ingest takes a key as Bearer or X-API-Key when API_KEYS_FILE is set; the empty
+/// requirement says it may also be open (the default).
+fn ingest_security() -> Value {
+    json!([{"bearer": []}, {"apiKey": []}, {}])
 }
 
 fn ingest_responses(ok: Value, limits: &RequestLimits, max_bytes: usize) -> Value {
@@ -73,6 +88,8 @@ fn ingest_responses(ok: Value, limits: &RequestLimits, max_bytes: usize) -> Valu
             "The body is larger than {max_bytes} bytes, before or after gzip decompression (`payload_too_large`)"
         )),
         "408": error_response("The body did not arrive whole within HTTP_BODY_READ_TIMEOUT_MS (`request_timeout`); the connection is closed"),
+        "401": unauthorized(),
+        "403": error_response("The API key may not write an event's source (`forbidden`, details name it)"),
         "415": error_response("Unsupported Content-Type, or a Content-Encoding other than gzip / identity (`unsupported_media_type`)"),
         "429": limited(),
         "503": unavailable()
@@ -100,12 +117,14 @@ pub fn spec(limits: &RequestLimits, now_ms: i64) -> Value {
             "/api/logs": {"post": {
                 "summary": "Ingest one event",
                 "description": format!("Content-Type `application/json` (or any `application/*+json`). At most {} bytes. {gzip_note}", limits.max_body_bytes),
+                "security": ingest_security(),
                 "requestBody": {"required": true, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/LogEvent"}}}},
                 "responses": ingest_responses(json_response("Kafka acknowledged the event", json!({"$ref": "#/components/schemas/Accepted"})), limits, limits.max_body_bytes)
             }},
             "/api/logs/batch": {"post": {
                 "summary": format!("Ingest 1 to {max_events} events, all or nothing"),
                 "description": format!("A JSON array (`application/json`), or NDJSON: one event per line, blank lines ignored (`application/x-ndjson`; also `application/ndjson`, `application/jsonl`). At most {} bytes. {gzip_note}", limits.max_batch_bytes),
+                "security": ingest_security(),
                 "requestBody": {"required": true, "content": {
                     "application/json": {"schema": batch_schema},
                     "application/x-ndjson": {"schema": batch_schema, "description": "The array's events, one JSON object per line"}
@@ -114,6 +133,7 @@ pub fn spec(limits: &RequestLimits, now_ms: i64) -> Value {
             }},
             "/v1/logs": {"post": {
                 "summary": "OpenTelemetry logs over OTLP/HTTP (ExportLogsServiceRequest)",
+                "security": ingest_security(),
                 "description": "Binary protobuf or OTLP/JSON, optionally gzip. Records that cannot be stored are counted in partialSuccess and the rest are stored; each record's id derives from its content, so a retried export is stored once. Errors are google.rpc.Status in the request's encoding.",
                 "requestBody": {"required": true, "content": {
                     "application/x-protobuf": {"schema": {"type": "string", "format": "binary"}},
@@ -124,6 +144,8 @@ pub fn spec(limits: &RequestLimits, now_ms: i64) -> Value {
                         "application/x-protobuf": {"schema": {"type": "string", "format": "binary"}},
                         "application/json": {"schema": {"$ref": "#/components/schemas/OtlpLogsResponse"}}}},
                     "400": otlp_error("Undecodable body", None),
+                    "401": otlp_error("API_KEYS_FILE is set and no valid key was presented (WWW-Authenticate: Bearer)", None),
+                    "403": otlp_error("The API key may not write a record's source", None),
                     "413": otlp_error("Body, decompressed body or record count too large (OTLP_MAX_BODY_BYTES, OTLP_MAX_RECORDS)", None),
                     "415": otlp_error("Content-Type is not application/x-protobuf or application/json, or Content-Encoding is not gzip", None),
                     "429": otlp_error("Throttled by backpressure", Some("Whole seconds to wait before retrying the export")),
@@ -144,7 +166,12 @@ pub fn spec(limits: &RequestLimits, now_ms: i64) -> Value {
             "/metrics": {"get": {"summary": "Prometheus metrics (on GATEWAY_OPS_ADDR when set)", "responses": {"200": {"description": "Prometheus text format", "content": {"text/plain": {"schema": {"type": "string"}}}}}}},
             "/openapi.json": {"get": {"summary": "This document", "responses": {"200": json_response("OpenAPI 3.1", json!({"type": "object"}))}}}
         },
-        "components": {"schemas": {
+        "components": {
+        "securitySchemes": {
+            "bearer": {"type": "http", "scheme": "bearer", "description": "An API key from API_KEYS_FILE (needed only when it is set)"},
+            "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key", "description": "The same key, for clients that cannot send Authorization"}
+        },
+        "schemas": {
             "LogEvent": {
                 "type": "object",
                 "additionalProperties": false,
@@ -173,7 +200,7 @@ pub fn spec(limits: &RequestLimits, now_ms: i64) -> Value {
                 "accepted": {"type": "integer", "minimum": 1}, "eventIds": {"type": "array", "items": {"type": "string", "format": "uuid"}}
             }},
             "Error": {"type": "object", "required": ["error", "message", "details"], "properties": {
-                "error": {"type": "string", "enum": ["malformed_json", "invalid_event", "invalid_batch", "bad_request", "payload_too_large", "unsupported_media_type", "request_timeout", "rate_limited", "shed_severity", "unavailable"]},
+                "error": {"type": "string", "enum": ["malformed_json", "invalid_event", "invalid_batch", "bad_request", "payload_too_large", "unsupported_media_type", "request_timeout", "unauthorized", "forbidden", "rate_limited", "key_rate_limited", "shed_severity", "unavailable"]},
                 "message": {"type": "string"}, "details": {"type": "array"}
             }},
             "OtlpLogsRequest": {"type": "object", "description": "OTLP/JSON ExportLogsServiceRequest (https://opentelemetry.io/docs/specs/otlp/#json-protobuf-encoding); unknown fields are ignored", "properties": {"resourceLogs": {"type": "array", "items": {"type": "object"}}}},

@@ -53,6 +53,13 @@ pub struct Grant {
     pub remaining: f64,
 }
 
+fn pool_name(pool: Pool) -> &'static str {
+    match pool {
+        Pool::General => "general",
+        Pool::Reserved => "reserved",
+    }
+}
+
 /// Client of the shared budget.
 #[derive(Clone)]
 pub struct RedisBudget {
@@ -112,20 +119,38 @@ impl RedisBudget {
         need: f64,
         extra: f64,
     ) -> Result<Grant, RedisError> {
-        let key = format!(
-            "{}:bucket:{}",
-            self.prefix,
-            match pool {
-                Pool::General => "general",
-                Pool::Reserved => "reserved",
-            }
-        );
+        let key = format!("{}:bucket:{}", self.prefix, pool_name(pool));
+        self.lease_at(&key, rate, burst, need, extra).await
+    }
+
+    /// The same bucket for one API key's pool (its quota, shared by every replica). `name`
+    /// is the key's name from the key file, never the key.
+    pub async fn lease_for_key(
+        &self,
+        name: &str,
+        pool: Pool,
+        rate: f64,
+        burst: f64,
+        need: f64,
+    ) -> Result<Grant, RedisError> {
+        let key = format!("{}:key:{name}:bucket:{}", self.prefix, pool_name(pool));
+        self.lease_at(&key, rate, burst, need, 0.0).await
+    }
+
+    async fn lease_at(
+        &self,
+        key: &str,
+        rate: f64,
+        burst: f64,
+        need: f64,
+        extra: f64,
+    ) -> Result<Grant, RedisError> {
         self.bounded(async {
             let mut conn = self.conn().await?;
             let (granted, remaining): (String, String) = redis::cmd("EVAL")
                 .arg(LEASE_SCRIPT)
                 .arg(1)
-                .arg(&key)
+                .arg(key)
                 .arg(rate)
                 .arg(burst)
                 .arg(need)

@@ -71,6 +71,30 @@ impl Backpressure {
         }
     }
 
+    /// Gives the first permit back: the request was refused before the rest was charged
+    /// (its key's quota).
+    pub fn refund(&self, permit: Permit) {
+        self.give_back(1.0, permit.pool);
+    }
+
+    /// A refusal by the caller's key quota, in the terms of every other 429.
+    pub fn over_key_quota(&self, over: crate::auth::quota::OverQuota) -> Limited {
+        let (_, status) = self.rate();
+        self.count_rejection(Limited {
+            reason: RefusalReason::KeyQuota,
+            retry_after: over.retry_after,
+            limit: over.limit,
+            remaining: over.remaining,
+            status,
+        })
+    }
+
+    /// The Redis budget while it is in use (None without Redis or while it is down): key
+    /// quotas follow the global budget's fail-over.
+    pub fn shared_redis(&self) -> Option<&crate::redis_budget::RedisBudget> {
+        self.use_redis()
+    }
+
     fn count_rejection(&self, l: Limited) -> Limited {
         metrics::backpressure_refused(l.reason);
         l

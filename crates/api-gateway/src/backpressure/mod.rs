@@ -30,6 +30,8 @@ pub enum RefusalReason {
     RateLimited,
     /// Critical load and a severity below `SHED_BELOW`.
     ShedSeverity,
+    /// The API key's own quota (`eventsPerSecond`) is spent; other keys are unaffected.
+    KeyQuota,
 }
 
 impl RefusalReason {
@@ -38,6 +40,7 @@ impl RefusalReason {
         match self {
             RefusalReason::RateLimited => "rate_limited",
             RefusalReason::ShedSeverity => "shed_severity",
+            RefusalReason::KeyQuota => "key_rate_limited",
         }
     }
 }

@@ -16,7 +16,9 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
+use axum::Extension;
 
+use crate::auth::Caller;
 use crate::body;
 use crate::error::ApiError;
 use crate::ingest::now_ms;
@@ -26,6 +28,7 @@ use wire::Wire;
 /// The handler of `POST /v1/logs`.
 pub async fn export_logs(
     State(state): State<Arc<AppState>>,
+    caller: Option<Extension<Caller>>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
@@ -79,13 +82,28 @@ pub async fn export_logs(
         &limits.otlp_correlation_attribute,
     );
     metrics::otlp_records("rejected", mapped.rejected);
+    let caller = caller.map(|Extension(c)| c);
+    if !mapped.events.is_empty() {
+        let checked =
+            crate::ingest::check_caller(&state, caller.as_ref(), Some(permit), &mapped.events);
+        match checked.await {
+            Ok(()) => {}
+            Err(ApiError::RateLimited(limited)) => {
+                return throttled(wire, &limited, Some(mapped.events.len()))
+            }
+            Err(e) => {
+                metrics::event_rejected(e.code());
+                return wire.error(StatusCode::FORBIDDEN, e.to_string(), None);
+            }
+        }
+    }
     if !mapped.events.is_empty() {
         if let Err(limited) = state.backpressure.charge_rest(permit, &mapped.events).await {
             return throttled(wire, &limited, Some(mapped.events.len()));
         }
         let results = state.producer.send_all(&mapped.events).await;
         let failed = results.iter().filter(|r| r.is_err()).count();
-        metrics::events_accepted(mapped.events.len() - failed);
+        crate::ingest::accepted(caller.as_ref(), mapped.events.len() - failed);
         if failed > 0 {
             // The records that did reach the broker are stored once even though the exporter
             // retries the whole export: their ids derive from their content.

@@ -124,6 +124,8 @@ pub mod prost_types_any {
 fn rpc_code(status: StatusCode) -> i32 {
     match status.as_u16() {
         400 | 413 | 415 => 3, // INVALID_ARGUMENT
+        401 => 16,            // UNAUTHENTICATED
+        403 => 7,             // PERMISSION_DENIED
         429 => 8,             // RESOURCE_EXHAUSTED
         503 => 14,            // UNAVAILABLE
         _ => 2,               // UNKNOWN

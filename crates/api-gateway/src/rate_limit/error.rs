@@ -23,6 +23,10 @@ impl IntoResponse for RateLimited {
                 "system under critical load: only WARN and above are accepted (rate {:.0} events/s)",
                 l.limit
             ),
+            RefusalReason::KeyQuota => format!(
+                "rate limit exceeded for this API key (its quota: {:.0} events/s)",
+                l.limit
+            ),
             RefusalReason::RateLimited => format!(
                 "rate limit exceeded - system under load (rate {:.0} events/s)",
                 l.limit

@@ -214,13 +214,14 @@ async fn hammer(gw: &TestGateway, clients: usize, window: Duration) -> u64 {
     accepted.load(Ordering::Relaxed)
 }
 
-struct RedisServer {
+/// A private redis-server on a free port, killed when dropped.
+pub(crate) struct RedisServer {
     child: Child,
-    url: String,
+    pub(crate) url: String,
 }
 
 impl RedisServer {
-    fn start() -> RedisServer {
+    pub(crate) fn start() -> RedisServer {
         let port = test_support::free_port();
         let child = Command::new("redis-server")
             .args([
