@@ -43,8 +43,10 @@ impl Wire {
         match self {
             Wire::Protobuf => ExportLogsServiceRequest::decode(bytes)
                 .map_err(|e| format!("not an ExportLogsServiceRequest in protobuf: {e}")),
-            // Unknown fields are ignored, as the OTLP/JSON mapping requires.
-            Wire::Json => serde_json::from_slice(bytes)
+            // Unknown fields are ignored, as the OTLP/JSON mapping requires. serde's derived
+            // structs would also take a JSON array (their "sequence form"): only an object is
+            // an OTLP/JSON message.
+            Wire::Json => decode_json(bytes)
                 .map_err(|e| format!("not an ExportLogsServiceRequest in OTLP/JSON: {e}")),
         }
     }
@@ -60,6 +62,8 @@ impl Wire {
         };
         let body = match self {
             Wire::Protobuf => response.encode_to_vec(),
+            // All accepted: `{}` (the serde mapping would write `"partialSuccess": null`).
+            Wire::Json if response.partial_success.is_none() => b"{}".to_vec(),
             Wire::Json => serde_json::to_vec(&response).expect("the response serializes"),
         };
         self.respond(StatusCode::OK, body, None)
@@ -95,6 +99,21 @@ impl Wire {
         }
         response
     }
+}
+
+/// OTLP/JSON. serde's derived structs would also take a JSON array (their "sequence form"),
+/// so the message and each `resourceLogs` item must be JSON objects first.
+fn decode_json(bytes: &[u8]) -> Result<ExportLogsServiceRequest, String> {
+    let value: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+    if !value.is_object() {
+        return Err("the body must be a JSON object".into());
+    }
+    if let Some(items) = value.get("resourceLogs").and_then(|v| v.as_array()) {
+        if items.iter().any(|item| !item.is_object()) {
+            return Err("each resourceLogs item must be a JSON object".into());
+        }
+    }
+    serde_json::from_value(value).map_err(|e| e.to_string())
 }
 
 /// `google.rpc.Status`, the body of every OTLP/HTTP error (not among the generated OTLP
@@ -176,11 +195,18 @@ mod tests {
             vec![0xee, 0xe1, 0x9b, 0x7e, 0xc3, 0xc1, 0xb1, 0x74]
         );
         assert!(Wire::Json.decode(b"[1,2]").is_err());
+        // Found by schemathesis: serde takes a struct from an array; OTLP/JSON does not.
+        assert!(Wire::Json.decode(b" []").is_err());
+        assert!(Wire::Json.decode(b"null").is_err());
+        assert!(Wire::Json.decode(br#"{"resourceLogs":[[]]}"#).is_err());
+        assert!(Wire::Json.decode(b"{}").unwrap().resource_logs.is_empty());
         assert!(Wire::Protobuf.decode(b"\xff\xff\xff").is_err());
     }
 
     #[test]
     fn answers_use_the_request_encoding() {
+        let all = Wire::Json.success(0, String::new());
+        assert_eq!(all.headers()[header::CONTENT_TYPE], JSON);
         let ok = Wire::Protobuf.success(2, "2 of 3 log records rejected".into());
         assert_eq!(ok.status(), StatusCode::OK);
         assert_eq!(ok.headers()[header::CONTENT_TYPE], PROTOBUF);
