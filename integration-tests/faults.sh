@@ -78,10 +78,7 @@ trap 'log "error: \"$BASH_COMMAND\" failed (line $LINENO)"' ERR
 trap 'exit 130' INT TERM
 
 # A snapshot of the binaries: a rebuild in the work tree during the matrix changes nothing here.
-BIN_DIR=${BIN_DIR:-$ROOT/target/debug}
-if [ ! -x "$BIN_DIR/api-gateway" ] || [ ! -x "$BIN_DIR/log-consumer" ]; then
-  step "building the binaries"; cargo build --bins; BIN_DIR=$ROOT/target/debug
-fi
+debug_bins
 mkdir -p "$TMP/bin" && cp "$BIN_DIR/api-gateway" "$BIN_DIR/log-consumer" "$TMP/bin/"
 
 # --- a private PostgreSQL cluster: stopped, frozen and filled by the faults, nobody else's ---

@@ -17,27 +17,13 @@ RUN_DIR=$TMP
 # shellcheck source=scripts/lib.sh
 . "$ROOT/scripts/lib.sh"
 
-BIN_DIR=${BIN_DIR:-$ROOT/target/debug}
-if [ ! -x "$BIN_DIR/api-gateway" ] || [ ! -x "$BIN_DIR/log-consumer" ]; then
-  step "building the binaries"
-  cargo build --bins
-  BIN_DIR=$ROOT/target/debug
-fi
+debug_bins
 ensure_postgres
 ensure_redis
 ensure_prometheus
 
 passed=0
 failed=0
-check() { # check DESCRIPTION COMMAND...: records a pass, or fails the run
-  local what=$1
-  shift
-  if "$@"; then
-    passed=$((passed + 1)); log "PASS $what"
-  else
-    failed=$((failed + 1)); log "FAIL $what"; exit 1
-  fi
-}
 # shellcheck disable=SC2317
 finish() {
   local rc=$?

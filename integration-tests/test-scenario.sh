@@ -27,12 +27,7 @@ RUN_DIR=$TMP
 # shellcheck source=scripts/lib.sh
 . "$ROOT/scripts/lib.sh"
 
-BIN_DIR=${BIN_DIR:-${CARGO_TARGET_DIR:-$ROOT/target}/debug}
-if [ ! -x "$BIN_DIR/api-gateway" ] || [ ! -x "$BIN_DIR/log-consumer" ]; then
-  step "building the binaries"
-  cargo build --bins
-  BIN_DIR=${CARGO_TARGET_DIR:-$ROOT/target}/debug
-fi
+debug_bins
 ensure_postgres
 ensure_redis
 
@@ -47,11 +42,6 @@ TOPIC="scenario-viz-$$-$RANDOM"
 own_kafka=
 passed=0
 
-check() { # check DESCRIPTION COMMAND...: records a pass, or fails the run
-  local what=$1
-  shift
-  if "$@"; then passed=$((passed + 1)); log "PASS $what"; else log "FAIL $what"; exit 1; fi
-}
 # shellcheck disable=SC2317 # called by the trap
 finish() {
   local rc=$?

@@ -61,6 +61,31 @@ wait_for_http() {
   done
 }
 
+# debug_bins: sets BIN_DIR (default: the cargo target's debug folder) to a folder holding
+# api-gateway and log-consumer, building them with `cargo build --bins` when either is missing.
+# Needs ROOT (the checkout).
+debug_bins() {
+  local built=${CARGO_TARGET_DIR:-$ROOT/target}/debug
+  BIN_DIR=${BIN_DIR:-$built}
+  if [ ! -x "$BIN_DIR/api-gateway" ] || [ ! -x "$BIN_DIR/log-consumer" ]; then
+    step "building the binaries"
+    cargo build --bins
+    BIN_DIR=$built
+  fi
+}
+
+# check DESCRIPTION COMMAND...: a PASS line (counted in `passed`), or a FAIL line (counted in
+# `failed`) and the end of the script; the test scripts' way to assert.
+check() {
+  local what=$1
+  shift
+  if "$@"; then
+    passed=$((${passed:-0} + 1)); log "PASS $what"
+  else
+    failed=$((${failed:-0} + 1)); log "FAIL $what"; exit 1
+  fi
+}
+
 # wait_until SECONDS WHAT COMMAND...: polls a command until it succeeds; dies at the deadline.
 wait_until() {
   local secs=$1 what=$2 deadline=$(($1 + SECONDS))
