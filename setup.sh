@@ -15,7 +15,9 @@ usage: ./setup.sh [up|stop|status|--docker|-h]
 
 env overrides: GATEWAY_PORT (8080), CONSUMER_PORT (8081), KAFKA_PORT (9092, used when
   .run/kafka is first formatted), PROMETHEUS_PORT (9090), DATABASE_URL, REDIS_URL,
-  LOG_FORMAT (text), RUST_LOG (info), SETUP_SERVICES ("api-gateway log-consumer").
+  LOG_FORMAT (text), RUST_LOG (info), SETUP_SERVICES ("api-gateway log-consumer"),
+  LOG_RETENTION_DAYS (7: the consumer drops older partitions, and the topics' retention.ms is
+  the same unless KAFKA_RETENTION_MS is set; retention.bytes is always -1).
   Prometheus scrapes the ports in prometheus.yml; with other ports a copy with them is used.
 USAGE
 }
@@ -35,8 +37,12 @@ DATABASE_URL=${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/logs}
 REDIS_URL=${REDIS_URL-redis://127.0.0.1:6379}
 SETUP_SERVICES=${SETUP_SERVICES:-api-gateway log-consumer}
 TOPIC="log-events"
-DLQ_TOPIC="log-events.dlq"
+DLQ_TOPIC="$TOPIC.dlq"
 GROUP="log-consumer-group"
+LOG_RETENTION_DAYS=${LOG_RETENTION_DAYS:-7}
+# The topics keep a record as long as PostgreSQL keeps its row (create_topics in scripts/lib.sh).
+KAFKA_RETENTION_MS=${KAFKA_RETENTION_MS:-$((LOG_RETENTION_DAYS * 86400000))}
+export LOG_RETENTION_DAYS KAFKA_RETENTION_MS
 
 KAFKA_DATA="$RUN_DIR/kafka"
 kafka_sh() { "$ROOT/scripts/kafka.sh" "$@" --data "$KAFKA_DATA"; }
@@ -50,7 +56,7 @@ service_env() {
     LOG_FORMAT="${LOG_FORMAT:-text}" RUST_LOG="${RUST_LOG:-info}")
   case "$1" in
     api-gateway) echo "${common[@]}" GATEWAY_ADDR="127.0.0.1:$GATEWAY_PORT" REDIS_URL="$REDIS_URL" ;;
-    log-consumer) echo "${common[@]}" CONSUMER_ADDR="127.0.0.1:$CONSUMER_PORT" KAFKA_DLQ_TOPIC="$DLQ_TOPIC" DATABASE_URL="$DATABASE_URL" ;;
+    log-consumer) echo "${common[@]}" CONSUMER_ADDR="127.0.0.1:$CONSUMER_PORT" KAFKA_DLQ_TOPIC="$DLQ_TOPIC" DATABASE_URL="$DATABASE_URL" LOG_RETENTION_DAYS="$LOG_RETENTION_DAYS" ;;
   esac
 }
 
@@ -128,8 +134,7 @@ cmd_up() {
   else
     KAFKA_BROKERS=$(kafka_sh start --port "$KAFKA_PORT" | tail -n 1)
   fi
-  kafka_sh create-topic "$TOPIC" --partitions 3
-  kafka_sh create-topic "$DLQ_TOPIC" --partitions 3
+  create_topics "$TOPIC" --data "$KAFKA_DATA"
 
   local bins=()
   for name in $SETUP_SERVICES; do bins+=(--bin "$name"); done
@@ -152,7 +157,7 @@ cmd_up() {
 
   api-gateway   http://127.0.0.1:$GATEWAY_PORT   (health /api/logs/health, /metrics, /openapi.json)  log $RUN_DIR/api-gateway.log
   log-consumer  http://127.0.0.1:$CONSUMER_PORT   (/health, /metrics)                                  log $RUN_DIR/log-consumer.log
-  Kafka         $KAFKA_BROKERS   Apache Kafka $(kafka_version), topics $TOPIC, $DLQ_TOPIC (3 partitions each)   log $KAFKA_DATA/node-1/server.log
+  Kafka         $KAFKA_BROKERS   Apache Kafka $(kafka_version), topics $TOPIC, $DLQ_TOPIC (3 partitions each, retention.ms $KAFKA_RETENTION_MS)   log $KAFKA_DATA/node-1/server.log
   PostgreSQL    $DATABASE_URL   (table log_events)
   Redis         ${REDIS_URL:-disabled}
   Prometheus    http://127.0.0.1:$PROMETHEUS_PORT  (alerts: /alerts)                                 log $RUN_DIR/prometheus.log

@@ -105,8 +105,7 @@ else
     own_kafka=1
     KAFKA_BROKERS=$("$ROOT/scripts/kafka.sh" start --data "$TMP/kafka" | tail -n 1)
   fi
-  "$ROOT/scripts/kafka.sh" create-topic "$topic" --partitions 3 --bootstrap "$KAFKA_BROKERS"
-  "$ROOT/scripts/kafka.sh" create-topic "$topic.dlq" --partitions 3 --bootstrap "$KAFKA_BROKERS"
+  create_topics "$topic" --bootstrap "$KAFKA_BROKERS"
 
   db_name="dash_$(date +%s)_$RANDOM"
   psql "$ADMIN_URL" -qc "create database $db_name" >/dev/null

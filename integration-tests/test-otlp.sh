@@ -56,7 +56,7 @@ if [ -z "${KAFKA_BROKERS:-}" ]; then
   step "starting Apache Kafka (one node, data in $TMP/kafka)"
   KAFKA_BROKERS=$("$ROOT/scripts/kafka.sh" start --data "$TMP/kafka" | tail -n 1)
 fi
-for t in "$TOPIC" "$TOPIC.dlq"; do "$ROOT/scripts/kafka.sh" create-topic "$t" --partitions 3 --bootstrap "$KAFKA_BROKERS" >/dev/null; done
+create_topics "$TOPIC" --bootstrap "$KAFKA_BROKERS" >/dev/null
 export KAFKA_BROKERS KAFKA_TOPIC=$TOPIC KAFKA_GROUP_ID=$TOPIC LOG_FORMAT=json REDIS_URL=
 GW_PORT=$(free_port) SLOW_PORT=$(free_port) CONSUMER_PORT=$(free_port)
 step "starting log-consumer, an api-gateway (RATE_MAX=50000) and a throttled one (RATE_MAX=300) on topic $TOPIC"

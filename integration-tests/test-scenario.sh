@@ -65,8 +65,7 @@ else
   own_kafka=1
   KAFKA_BROKERS=$("$ROOT/scripts/kafka.sh" start --data "$TMP/kafka" | tail -n 1)
 fi
-"$ROOT/scripts/kafka.sh" create-topic "$TOPIC" --partitions 3 --bootstrap "$KAFKA_BROKERS"
-"$ROOT/scripts/kafka.sh" create-topic "$TOPIC.dlq" --partitions 3 --bootstrap "$KAFKA_BROKERS"
+create_topics "$TOPIC" --bootstrap "$KAFKA_BROKERS"
 export KAFKA_BROKERS KAFKA_TOPIC=$TOPIC KAFKA_GROUP_ID="scenario-viz-$$" LOG_FORMAT=json
 
 step "log-consumer on :$CONSUMER_PORT, api-gateway on :$GW_PORT (LAG_NORMAL $LAG_NORMAL, LAG_CRITICAL $LAG_CRITICAL, LAG_INTERVAL_MS $LAG_INTERVAL_MS)"
@@ -88,6 +87,13 @@ DATABASE_URL=$DATABASE_URL ./load-test.sh --scenario stall --rate 150 --url "htt
   --warmup 10s --hold 8s --lag-normal "$LAG_NORMAL" --lag-critical "$LAG_CRITICAL" \
   --drain-timeout 120 --report "$TMP/report.html" | tee "$TMP/live.txt"
 log "the scenario took $((SECONDS - t0))s"
+topic_config() { "$ROOT/scripts/kafka.sh" topic-config "$1" "$2" --bootstrap "$KAFKA_BROKERS"; }
+for t in "$TOPIC" "$TOPIC.dlq"; do
+  check "$t keeps records as long as PostgreSQL keeps rows (retention.ms = 7 days)" \
+    test "$(topic_config "$t" retention.ms)" = 604800000
+  check "$t has no size limit that could delete unread records" \
+    test "$(topic_config "$t" retention.bytes)" = -1
+done
 check "the report and its JSON were written" test -s "$TMP/report.html" -a -s "$TMP/report.json"
 check "one live line per second ($(grep -c ' sent ' "$TMP/live.txt") lines)" \
   test "$(grep -c ' sent ' "$TMP/live.txt")" -ge 30

@@ -26,8 +26,9 @@ commands:
   status                   each node: running or stopped, and its address (exit 0 all running,
                            3 none, 4 some)
   bootstrap                print the bootstrap servers of the cluster in --data
-  create-topic NAME        create a topic (an existing one is fine)
+  create-topic NAME        create a topic (an existing one is fine: its --config values are set)
   describe NAME            one line per partition: leader, replicas, in-sync replicas
+  topic-config NAME KEY    print the topic's value of config KEY (e.g. retention.ms)
   produce NAME             each line of standard input becomes one record (acks=all)
   kill-node N              signal node N (the id Kafka reports as partition leader) and wait
                            until it has exited
@@ -44,6 +45,7 @@ options:
   --partitions N           create-topic [3]
   --replication R          create-topic [number of nodes, at most 3]
   --min-insync M           create-topic [2 when R >= 3, else 1]
+  --config KEY=VALUE       create-topic: a topic config, e.g. retention.ms=604800000 (repeatable)
   --signal KILL|TERM       kill-node [KILL]
   --key K                  produce: the records' key [none]
   --delete                 stop: also delete --data
@@ -75,6 +77,8 @@ signal=KILL
 delete=0
 bootstrap=
 key=
+topic_configs=()
+extra=
 while [ $# -gt 0 ]; do
   case "$1" in
     --data) data=$2; shift 2 ;;
@@ -84,6 +88,7 @@ while [ $# -gt 0 ]; do
     --partitions) partitions=$2; shift 2 ;;
     --replication) replication=$2; shift 2 ;;
     --min-insync) min_insync=$2; shift 2 ;;
+    --config) topic_configs+=("$2"); shift 2 ;;
     --signal) signal=$2; shift 2 ;;
     --bootstrap) bootstrap=$2; shift 2 ;;
     --key) key=$2; shift 2 ;;
@@ -93,6 +98,7 @@ while [ $# -gt 0 ]; do
     *)
       if [ -z "$cmd" ]; then cmd=$1
       elif [ -z "$arg" ]; then arg=$1
+      elif [ "$cmd" = topic-config ] && [ -z "$extra" ]; then extra=$1
       else die "unexpected argument $1 (see --help)"
       fi
       shift ;;
@@ -451,7 +457,14 @@ do_create_topic() {
   do_install
   local rf=${replication:-$((NODES < 3 ? NODES : 3))}
   local isr=${min_insync:-$((rf >= 3 ? 2 : 1))}
-  admin create-topic "$bootstrap" "$arg" "$partitions" "$rf" "$isr"
+  admin create-topic "$bootstrap" "$arg" "$partitions" "$rf" "$isr" ${topic_configs[@]+"${topic_configs[@]}"}
+}
+
+do_topic_config() {
+  { [ -n "$arg" ] && [ -n "$extra" ]; } || die "topic-config needs a topic NAME and a KEY"
+  client_cluster
+  do_install
+  admin topic-config "$bootstrap" "$arg" "$extra"
 }
 
 do_describe() {
@@ -475,6 +488,7 @@ case "$cmd" in
   status) do_status ;;
   bootstrap) need_data; load_cluster || die "no cluster in $data"; bootstrap_servers ;;
   create-topic) do_create_topic ;;
+  topic-config) do_topic_config ;;
   describe) do_describe ;;
   produce) do_produce ;;
   kill-node) do_kill_node ;;

@@ -61,6 +61,20 @@ wait_for_http() {
   done
 }
 
+# create_topics TOPIC KAFKA_SH_ARGS...: TOPIC and TOPIC.dlq, 3 partitions, keeping a record as
+# long as PostgreSQL keeps its row: retention.ms = KAFKA_RETENTION_MS, default LOG_RETENTION_DAYS
+# (7) days; retention.bytes=-1, so no size limit ever deletes a record the consumer has not read.
+# An existing topic gets these values. KAFKA_SH_ARGS: --data DIR or --bootstrap LIST. Needs ROOT.
+create_topics() {
+  local topic=$1 t
+  shift
+  local ms=${KAFKA_RETENTION_MS:-$((${LOG_RETENTION_DAYS:-7} * 86400000))}
+  for t in "$topic" "$topic.dlq"; do
+    "$ROOT/scripts/kafka.sh" create-topic "$t" --partitions 3 --config "retention.ms=$ms" \
+      --config retention.bytes=-1 "$@"
+  done
+}
+
 # debug_bins: sets BIN_DIR (default: the cargo target's debug folder) to a folder holding
 # api-gateway and log-consumer, building them with `cargo build --bins` when either is missing.
 # Needs ROOT (the checkout).

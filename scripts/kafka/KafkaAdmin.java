@@ -6,12 +6,15 @@ import java.util.Collection;
 import java.util.List;
 import java.util.Map;
 import java.util.Properties;
+import java.util.TreeMap;
 import java.util.concurrent.ExecutionException;
 import java.util.concurrent.Future;
 import java.util.concurrent.TimeUnit;
 
 import org.apache.kafka.clients.admin.Admin;
 import org.apache.kafka.clients.admin.AdminClientConfig;
+import org.apache.kafka.clients.admin.AlterConfigOp;
+import org.apache.kafka.clients.admin.ConfigEntry;
 import org.apache.kafka.clients.admin.DescribeClusterOptions;
 import org.apache.kafka.clients.admin.NewTopic;
 import org.apache.kafka.clients.admin.TopicDescription;
@@ -21,6 +24,7 @@ import org.apache.kafka.clients.producer.ProducerRecord;
 import org.apache.kafka.clients.producer.RecordMetadata;
 import org.apache.kafka.common.Node;
 import org.apache.kafka.common.TopicPartitionInfo;
+import org.apache.kafka.common.config.ConfigResource;
 import org.apache.kafka.common.errors.RetriableException;
 import org.apache.kafka.common.errors.TopicExistsException;
 import org.apache.kafka.common.serialization.StringSerializer;
@@ -31,9 +35,11 @@ import org.apache.kafka.common.serialization.StringSerializer;
  *
  * <pre>
  * ready BOOTSTRAP NODES TIMEOUT_S             exit 0 once the cluster reports NODES brokers
- * create-topic BOOTSTRAP NAME PARTITIONS RF MIN_ISR [TIMEOUT_S]
- *                                             an existing topic is fine
+ * create-topic BOOTSTRAP NAME PARTITIONS RF MIN_ISR [KEY=VALUE ...]
+ *                                             an existing topic is fine: its KEY=VALUE topic
+ *                                             configs are set to the given values
  * describe BOOTSTRAP TOPIC                    one line per partition: id leader replicas isr
+ * topic-config BOOTSTRAP TOPIC KEY            the topic's value of config KEY
  * produce BOOTSTRAP TOPIC [KEY]               each line of standard input is one record
  * </pre>
  */
@@ -51,15 +57,16 @@ public final class KafkaAdmin {
             switch (cmd) {
                 case "ready" -> ready(admin, Integer.parseInt(args[2]), Long.parseLong(args[3]));
                 case "create-topic" -> createTopic(admin, args[2], Integer.parseInt(args[3]),
-                        Short.parseShort(args[4]), args[5], args.length > 6 ? Long.parseLong(args[6]) : 60);
+                        Short.parseShort(args[4]), args[5], configs(args, 6), 60);
                 case "describe" -> describe(admin, args[2]);
+                case "topic-config" -> topicConfig(admin, args[2], args[3]);
                 default -> usage();
             }
         }
     }
 
     private static void usage() {
-        System.err.println("usage: KafkaAdmin ready|create-topic|describe|produce BOOTSTRAP ...");
+        System.err.println("usage: KafkaAdmin ready|create-topic|describe|topic-config|produce BOOTSTRAP ...");
         System.exit(2);
     }
 
@@ -95,18 +102,20 @@ public final class KafkaAdmin {
 
     /** Creates a topic, retrying retriable errors (a cluster still electing its controller). */
     private static void createTopic(Admin admin, String name, int partitions, short rf, String minIsr,
-            long timeoutSecs) throws InterruptedException {
-        NewTopic topic = new NewTopic(name, partitions, rf).configs(Map.of("min.insync.replicas", minIsr));
+            Map<String, String> extra, long timeoutSecs) throws Exception {
+        Map<String, String> configs = new TreeMap<>(extra);
+        configs.put("min.insync.replicas", minIsr);
+        NewTopic topic = new NewTopic(name, partitions, rf).configs(configs);
         long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(timeoutSecs);
         while (true) {
             try {
                 admin.createTopics(List.of(topic)).all().get(10, TimeUnit.SECONDS);
                 System.err.println("created topic " + name + " (" + partitions + " partitions, replication "
-                        + rf + ", min.insync.replicas " + minIsr + ")");
+                        + rf + ", " + configs + ")");
                 return;
             } catch (ExecutionException e) {
                 if (e.getCause() instanceof TopicExistsException) {
-                    System.err.println("topic " + name + " exists");
+                    alignConfigs(admin, name, extra);
                     return;
                 }
                 if (!(e.getCause() instanceof RetriableException) || System.nanoTime() > deadline) {
@@ -121,6 +130,43 @@ public final class KafkaAdmin {
             }
             Thread.sleep(300);
         }
+    }
+
+    /** KEY=VALUE arguments from index FROM on. */
+    private static Map<String, String> configs(String[] args, int from) {
+        Map<String, String> out = new TreeMap<>();
+        for (int i = from; i < args.length; i++) {
+            int eq = args[i].indexOf('=');
+            if (eq <= 0) {
+                System.err.println("a topic config is KEY=VALUE, not " + args[i]);
+                System.exit(2);
+            }
+            out.put(args[i].substring(0, eq), args[i].substring(eq + 1));
+        }
+        return out;
+    }
+
+    /** Sets an existing topic's configs to the given values (e.g. retention.ms after a change). */
+    private static void alignConfigs(Admin admin, String name, Map<String, String> wanted) throws Exception {
+        if (wanted.isEmpty()) {
+            System.err.println("topic " + name + " exists");
+            return;
+        }
+        ConfigResource res = new ConfigResource(ConfigResource.Type.TOPIC, name);
+        List<AlterConfigOp> ops = new ArrayList<>();
+        wanted.forEach((k, v) -> ops.add(new AlterConfigOp(new ConfigEntry(k, v), AlterConfigOp.OpType.SET)));
+        admin.incrementalAlterConfigs(Map.of(res, ops)).all().get(10, TimeUnit.SECONDS);
+        System.err.println("topic " + name + " exists; set " + wanted);
+    }
+
+    private static void topicConfig(Admin admin, String name, String key) throws Exception {
+        ConfigResource res = new ConfigResource(ConfigResource.Type.TOPIC, name);
+        ConfigEntry e = admin.describeConfigs(List.of(res)).all().get(10, TimeUnit.SECONDS).get(res).get(key);
+        if (e == null) {
+            System.err.println("topic " + name + " has no config " + key);
+            System.exit(1);
+        }
+        System.out.println(e.value());
     }
 
     private static void describe(Admin admin, String name) throws Exception {
