@@ -1,6 +1,6 @@
 //! The one place a rate-limit rejection becomes an HTTP answer: 429 with `Retry-After`
 //! (whole seconds, at least 1), `RateLimit-Limit` / `RateLimit-Remaining`, and a JSON body
-//! with the current state and rate.
+//! with the current state, the budget that was hit (events or bytes) and its rate.
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -31,11 +31,20 @@ impl IntoResponse for RateLimited {
                 "rate limit exceeded - system under load (rate {:.0} events/s)",
                 l.limit
             ),
+            RefusalReason::KeyBytesQuota => format!(
+                "byte rate limit exceeded for this API key (its quota: {:.0} bytes/s)",
+                l.limit
+            ),
+            RefusalReason::BytesLimited => format!(
+                "byte rate limit exceeded - system under load (rate {:.0} bytes/s)",
+                l.limit
+            ),
         };
         // A typed body: under overload this is the most frequent answer, and serializing a
         // borrowed struct costs a fraction of building a `serde_json::Value` tree.
         let body = Body {
             error: l.reason.as_str(),
+            budget: l.reason.budget().as_str(),
             message: &message,
             details: [Details {
                 status: l.status.as_str(),
@@ -62,6 +71,8 @@ impl IntoResponse for RateLimited {
 #[derive(Serialize)]
 struct Body<'a> {
     error: &'static str,
+    /// The budget that was hit: `events` or `bytes` (`currentRate` is in its unit per second).
+    budget: &'static str,
     message: &'a str,
     details: [Details; 1],
 }
