@@ -304,7 +304,11 @@ mod tests {
         assert_eq!(p.for_status(LoadStatus::Degraded).bucket(6000.0), 200.0);
         let p = Config::parse_from(["api-gateway", "--rate-burst-healthy-ms=0"]).burst_policy();
         assert_eq!(p.for_status(LoadStatus::Healthy).bucket(900.0), 180.0);
-        assert_eq!(Config::defaults().rate_max_bytes, 0.0, "no bytes budget by default");
+        assert_eq!(
+            Config::defaults().rate_max_bytes,
+            0.0,
+            "no bytes budget by default"
+        );
     }
 
     #[test]

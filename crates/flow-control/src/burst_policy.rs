@@ -87,7 +87,11 @@ mod tests {
         assert_eq!(admitted_at_once(&mut b, 500, t0), 50);
         // Healthy again: the bucket may hold a second of the rate, refilled at the rate.
         let t1 = t0 + Duration::from_secs(5);
-        b.reconfigure(rates.rate_for(0), bursts.for_status(rates.status_for(0)), t1);
+        b.reconfigure(
+            rates.rate_for(0),
+            bursts.for_status(rates.status_for(0)),
+            t1,
+        );
         let t2 = t1 + Duration::from_secs(2);
         assert_eq!(admitted_at_once(&mut b, 2000, t2), 900);
     }
@@ -96,7 +100,11 @@ mod tests {
     fn uniform_is_the_same_burst_at_every_status() {
         let burst = Burst::secs(0.2).capped(200.0);
         let p = BurstPolicy::uniform(burst);
-        for s in [LoadStatus::Healthy, LoadStatus::Degraded, LoadStatus::Critical] {
+        for s in [
+            LoadStatus::Healthy,
+            LoadStatus::Degraded,
+            LoadStatus::Critical,
+        ] {
             assert_eq!(p.for_status(s), burst);
         }
     }

@@ -101,7 +101,10 @@ mod tests {
             sources: None,
         };
         let file = serde_json::json!({ "keys": [entry] }).to_string();
-        super::super::KeySet::parse(&file).unwrap().find("k").unwrap()
+        super::super::KeySet::parse(&file)
+            .unwrap()
+            .find("k")
+            .unwrap()
     }
 
     fn quotas() -> KeyQuotas {

@@ -118,13 +118,7 @@ impl Backpressure {
         // Lease up to 5% of the rate per trip so most requests cost no round-trip.
         let extra = (pool_rate * 0.05).max(1.0);
         match redis
-            .lease(
-                pool,
-                pool_rate,
-                burst.bucket(pool_rate),
-                missing,
-                extra,
-            )
+            .lease(pool, pool_rate, burst.bucket(pool_rate), missing, extra)
             .await
         {
             Ok(grant) => {

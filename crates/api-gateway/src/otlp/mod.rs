@@ -84,8 +84,7 @@ pub async fn export_logs(
     metrics::otlp_records("rejected", mapped.rejected);
     let caller = caller.map(|Extension(c)| c);
     if !mapped.events.is_empty() {
-        let checked =
-            crate::ingest::check_caller(
+        let checked = crate::ingest::check_caller(
             &state,
             caller.as_ref(),
             Some(permit),
@@ -107,7 +106,8 @@ pub async fn export_logs(
         if let Err(limited) = state
             .backpressure
             .charge_rest(permit, &mapped.events, bytes.len())
-            .await {
+            .await
+        {
             return throttled(wire, &limited, Some(mapped.events.len()));
         }
         let results = state.producer.send_all(&mapped.events).await;

@@ -209,3 +209,40 @@ pub(crate) fn read_all(brokers: &str, topic: &str, count: usize) -> Vec<Vec<u8>>
     }
     out
 }
+
+/// `GET /api/logs/health` as JSON.
+pub(crate) async fn health(gw: &TestGateway) -> Value {
+    gw.client
+        .get(gw.url("/api/logs/health"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+/// Waits until every gateway in `gws` counts them all as replicas (they share one Redis).
+pub(crate) async fn wait_replicas(gws: &[&TestGateway]) {
+    let n = gws.len();
+    let all = test_support::wait_until(Duration::from_secs(10), || async {
+        for gw in gws {
+            if health(gw).await["replicas"] != n {
+                return false;
+            }
+        }
+        true
+    })
+    .await;
+    assert!(all, "the gateways never saw each other");
+}
+
+/// An API key file in a fresh folder (remove the folder when done); `entries` as written
+/// in the file, e.g. `{"name":…,"sha256":…,"eventsPerSecond":…}`.
+pub(crate) fn key_file(entries: &[Value]) -> (std::path::PathBuf, std::path::PathBuf) {
+    let dir = std::env::temp_dir().join(test_support::unique("keys"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("keys.json");
+    std::fs::write(&path, json!({ "keys": entries }).to_string()).unwrap();
+    (dir, path)
+}
