@@ -18,28 +18,17 @@ impl IntoResponse for RateLimited {
     fn into_response(self) -> Response {
         let l = self.0;
         let retry_after = retry_after_secs(l.retry_after);
-        let message = match l.reason {
-            RefusalReason::ShedSeverity => format!(
-                "system under critical load: only WARN and above are accepted (rate {:.0} events/s)",
-                l.limit
-            ),
-            RefusalReason::KeyQuota => format!(
-                "rate limit exceeded for this API key (its quota: {:.0} events/s)",
-                l.limit
-            ),
-            RefusalReason::RateLimited => format!(
-                "rate limit exceeded - system under load (rate {:.0} events/s)",
-                l.limit
-            ),
-            RefusalReason::KeyBytesQuota => format!(
-                "byte rate limit exceeded for this API key (its quota: {:.0} bytes/s)",
-                l.limit
-            ),
-            RefusalReason::BytesLimited => format!(
-                "byte rate limit exceeded - system under load (rate {:.0} bytes/s)",
-                l.limit
-            ),
+        let what = match l.reason {
+            RefusalReason::ShedSeverity => {
+                "system under critical load: only WARN and above are accepted (rate"
+            }
+            RefusalReason::KeyQuota => "rate limit exceeded for this API key (its quota:",
+            RefusalReason::RateLimited => "rate limit exceeded - system under load (rate",
+            RefusalReason::KeyBytesQuota => "byte rate limit exceeded for this API key (its quota:",
+            RefusalReason::BytesLimited => "byte rate limit exceeded - system under load (rate",
         };
+        let unit = l.reason.budget().as_str();
+        let message = format!("{what} {:.0} {unit}/s)", l.limit);
         // A typed body: under overload this is the most frequent answer, and serializing a
         // borrowed struct costs a fraction of building a `serde_json::Value` tree.
         let body = Body {

@@ -78,12 +78,7 @@ async fn send_loop(
                 tally.accepted.fetch_add(1, Ordering::Relaxed);
             }
             429 => {
-                let retry: u64 = resp.headers()["retry-after"]
-                    .to_str()
-                    .unwrap()
-                    .parse()
-                    .unwrap();
-                assert!(retry >= 1);
+                helpers::retry_after(&resp);
                 let body: Value = resp.json().await.unwrap();
                 assert_eq!(body["error"], refusal, "{body}");
                 assert_eq!(body["budget"], "bytes", "{body}");
@@ -107,19 +102,12 @@ fn ceiling(rate: f64, elapsed: f64, event: f64, gateways: f64) -> f64 {
 #[tokio::test]
 async fn a_key_over_its_byte_quota_is_refused_by_bytes_across_gateways_and_spares_others() {
     let redis = RedisServer::start();
-    let brokers = test_support::broker().brokers();
-    let topic = test_support::unique("bytes-key");
-    test_support::create_topic(&brokers, &topic, 3).await;
-    let (dir, path) = helpers::key_file(&[entry("big", KEY_BIG), entry("small", KEY_SMALL)]);
-    let args = [
-        format!("--api-keys-file={}", path.display()),
-        format!("--redis-url={}", redis.url),
-        format!("--kafka-group-id={}", test_support::unique("group")),
-    ];
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let g1 = TestGateway::start_with(helpers::config(&brokers, &topic, &args)).await;
-    let g2 = TestGateway::start_with(helpers::config(&brokers, &topic, &args)).await;
-    helpers::wait_replicas(&[&g1, &g2]).await;
+    let (g1, g2, dir) = helpers::gateway_pair(
+        &redis.url,
+        &[entry("big", KEY_BIG), entry("small", KEY_SMALL)],
+        &[],
+    )
+    .await;
 
     // big: 4 clients × one 4 KB event every 50 ms = 80 events/s (far below its 10 000/s)
     // but about 330 KB/s, 16 times its 20 KB/s. small: one 100-byte event every 200 ms.
@@ -178,26 +166,19 @@ async fn a_key_over_its_byte_quota_is_refused_by_bytes_across_gateways_and_spare
     assert!(g1.metric(series).await + g2.metric(series).await > 0.0);
     g1.stop().await;
     g2.stop().await;
-    std::fs::remove_dir_all(&dir).unwrap();
+    std::fs::remove_dir_all(dir.unwrap()).unwrap();
 }
 
 #[tokio::test]
 async fn the_global_byte_budget_is_shared_by_two_gateways() {
     let redis = RedisServer::start();
-    let brokers = test_support::broker().brokers();
-    let topic = test_support::unique("bytes-global");
-    test_support::create_topic(&brokers, &topic, 3).await;
     let rate = 40_000.0;
-    let args = [
-        format!("--redis-url={}", redis.url),
-        format!("--kafka-group-id={}", test_support::unique("group")),
+    let flags = [
         format!("--rate-max-bytes={rate}"),
         "--rate-max=10000".to_owned(),
     ];
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let g1 = TestGateway::start_with(helpers::config(&brokers, &topic, &args)).await;
-    let g2 = TestGateway::start_with(helpers::config(&brokers, &topic, &args)).await;
-    helpers::wait_replicas(&[&g1, &g2]).await;
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let (g1, g2, _) = helpers::gateway_pair(&redis.url, &[], &flags).await;
     assert_eq!(g1.metric("rate_limiter_bytes_rate").await, rate);
 
     // 2 clients per gateway × one 4 KB event every 25 ms: about 660 KB/s in all, 16 times

@@ -58,12 +58,7 @@ async fn send_loop(
         match resp.status().as_u16() {
             202 => tally.accepted.fetch_add(batch as u64, Ordering::Relaxed),
             429 => {
-                let retry: u64 = resp.headers()["retry-after"]
-                    .to_str()
-                    .unwrap()
-                    .parse()
-                    .unwrap();
-                assert!(retry >= 1);
+                helpers::retry_after(&resp);
                 let body: Value = resp.json().await.unwrap();
                 assert_eq!(body["error"], "key_rate_limited", "{body}");
                 tally.limited.fetch_add(1, Ordering::Relaxed)
@@ -76,19 +71,12 @@ async fn send_loop(
 #[tokio::test]
 async fn a_key_flooding_errors_is_held_to_its_quota_across_gateways_and_spares_others() {
     let redis = RedisServer::start();
-    let brokers = test_support::broker().brokers();
-    let topic = test_support::unique("quota");
-    test_support::create_topic(&brokers, &topic, 3).await;
-    let (dir, path) = helpers::key_file(&[entry("team-a", KEY_A), entry("team-b", KEY_B)]);
-    let args = [
-        format!("--api-keys-file={}", path.display()),
-        format!("--redis-url={}", redis.url),
-        format!("--kafka-group-id={}", test_support::unique("group")),
-    ];
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let g1 = TestGateway::start_with(helpers::config(&brokers, &topic, &args)).await;
-    let g2 = TestGateway::start_with(helpers::config(&brokers, &topic, &args)).await;
-    helpers::wait_replicas(&[&g1, &g2]).await;
+    let (g1, g2, dir) = helpers::gateway_pair(
+        &redis.url,
+        &[entry("team-a", KEY_A), entry("team-b", KEY_B)],
+        &[],
+    )
+    .await;
 
     // A: 4 clients × 10 ERROR events every 80 ms = 500 events/s, ten times its quota, over
     // both gateways. B: one INFO event every 200 ms (5/s) on the first gateway.
@@ -138,7 +126,7 @@ async fn a_key_flooding_errors_is_held_to_its_quota_across_gateways_and_spares_o
     assert!(limited > 0.0);
     g1.stop().await;
     g2.stop().await;
-    std::fs::remove_dir_all(&dir).unwrap();
+    std::fs::remove_dir_all(dir.unwrap()).unwrap();
 }
 
 /// With Redis gone, each gateway holds a key to quota ÷ replicas on its own: key A, flooding
@@ -147,19 +135,12 @@ async fn a_key_flooding_errors_is_held_to_its_quota_across_gateways_and_spares_o
 #[tokio::test]
 async fn without_redis_each_gateway_holds_a_key_to_its_share_of_the_quota() {
     let mut redis = RedisServer::start();
-    let brokers = test_support::broker().brokers();
-    let topic = test_support::unique("quota-local");
-    test_support::create_topic(&brokers, &topic, 3).await;
-    let (dir, path) = helpers::key_file(&[entry("team-a", KEY_A), entry("team-b", KEY_B)]);
-    let args = [
-        format!("--api-keys-file={}", path.display()),
-        format!("--redis-url={}", redis.url),
-        format!("--kafka-group-id={}", test_support::unique("group")),
-    ];
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let g1 = TestGateway::start_with(helpers::config(&brokers, &topic, &args)).await;
-    let g2 = TestGateway::start_with(helpers::config(&brokers, &topic, &args)).await;
-    helpers::wait_replicas(&[&g1, &g2]).await;
+    let (g1, g2, dir) = helpers::gateway_pair(
+        &redis.url,
+        &[entry("team-a", KEY_A), entry("team-b", KEY_B)],
+        &[],
+    )
+    .await;
     redis.stop();
     let down = test_support::wait_until(Duration::from_secs(10), || async {
         helpers::health(&g1).await["redis"] == "down"
@@ -211,5 +192,5 @@ async fn without_redis_each_gateway_holds_a_key_to_its_share_of_the_quota() {
     assert_eq!(b_ok, b_total, "B was refused");
     g1.stop().await;
     g2.stop().await;
-    std::fs::remove_dir_all(&dir).unwrap();
+    std::fs::remove_dir_all(dir.unwrap()).unwrap();
 }
