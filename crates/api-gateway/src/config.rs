@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use clap::Parser;
+use flow_control::{Burst, BurstPolicy};
 
 /// HTTP gateway that validates log events and produces them to Kafka, slowing clients down
 /// with 429s when the consumer falls behind.
@@ -112,17 +113,39 @@ pub struct Config {
     #[arg(long, env = "SHED_BELOW", default_value = "WARN")]
     pub shed_below: log_event::Severity,
 
-    /// Burst, in milliseconds of the current rate: how far a spike may run above the rate
-    /// before 429s start (each pool holds at least min(1 s of its rate, 50) events). Shorter
-    /// keeps the broker near the rate when an overload starts; longer absorbs bursty clients.
+    /// Burst while the system is degraded or critical (lag at or above LAG_NORMAL), in
+    /// milliseconds of the current rate: how far a spike may run above the rate before 429s
+    /// start (each pool holds at least min(1 s of its rate, 50) events). Shorter keeps the
+    /// broker near the rate under overload, and the tail latency of what is admitted low.
+    /// Also the burst of API-key quotas and of the bytes/s budgets.
     #[arg(long, env = "RATE_BURST_MS", default_value_t = 200)]
     pub rate_burst_ms: u64,
 
-    /// Most events a pool's bucket holds, whatever RATE_BURST_MS gives at the current rate
-    /// (0: no cap). At the default rate the cap is not reached; at high rates it keeps an
-    /// overload's first moment from admitting thousands of events above the rate.
+    /// Most events a pool's bucket holds while degraded or critical, whatever RATE_BURST_MS
+    /// gives at the current rate (0: no cap). At the default rate the cap is not reached; at
+    /// high rates it keeps an overload's first moment from admitting thousands of events
+    /// above the rate.
     #[arg(long, env = "RATE_BURST_MAX_EVENTS", default_value_t = 200)]
     pub rate_burst_max_events: u64,
+
+    /// Burst while healthy (lag below LAG_NORMAL), in milliseconds of the rate, not capped in
+    /// events: 1000 admits a whole second of RATE_MAX at once (500 concurrent requests to an
+    /// idle gateway at 1000/s all get 202). The bucket shrinks to RATE_BURST_MS /
+    /// RATE_BURST_MAX_EVENTS as soon as a lag reading says degraded or critical. 0: use
+    /// RATE_BURST_MS and RATE_BURST_MAX_EVENTS at every status.
+    #[arg(long, env = "RATE_BURST_HEALTHY_MS", default_value_t = 1000)]
+    pub rate_burst_healthy_ms: u64,
+
+    /// Bytes/s admitted while lag <= LAG_NORMAL, counted as the decoded (decompressed) request
+    /// bodies; scaled down with the event rate as lag grows (at RATE_MIN it is
+    /// RATE_MAX_BYTES × RATE_MIN ÷ RATE_MAX). Requests are refused by whichever of events/s
+    /// and bytes/s is hit first (429 `bytes_rate_limited`). Shared through Redis like the
+    /// event budget (one Redis trip per request while on), else rate ÷ replicas per gateway.
+    /// 0 (the default): no bytes budget; bodies are then bounded by the event rate times
+    /// MAX_BODY_BYTES / MAX_BATCH_BYTES. Set it to what the broker's disk and network take,
+    /// e.g. 20000000 for 20 MB/s.
+    #[arg(long, env = "RATE_MAX_BYTES", default_value_t = 0.0)]
+    pub rate_max_bytes: f64,
 
     /// Share of the rate reserved for ERROR and FATAL events (0..1).
     #[arg(long, env = "RESERVED_SHARE", default_value_t = 0.1)]
@@ -227,6 +250,30 @@ impl Config {
     pub fn defaults() -> Config {
         Config::parse_from(["api-gateway"])
     }
+
+    /// The burst while degraded or critical (and of key quotas): RATE_BURST_MS of the rate,
+    /// capped at RATE_BURST_MAX_EVENTS.
+    pub fn loaded_burst(&self) -> Burst {
+        Burst::secs(self.rate_burst_ms as f64 / 1000.0).capped(self.rate_burst_max_events as f64)
+    }
+
+    /// The burst of the event budget at each load status.
+    pub fn burst_policy(&self) -> BurstPolicy {
+        let loaded = self.loaded_burst();
+        if self.rate_burst_healthy_ms == 0 {
+            return BurstPolicy::uniform(loaded);
+        }
+        BurstPolicy::new(
+            Burst::secs(self.rate_burst_healthy_ms as f64 / 1000.0),
+            loaded,
+        )
+    }
+
+    /// The burst of bytes/s budgets: RATE_BURST_MS of the rate (a cap in events would be a
+    /// cap of a few hundred bytes).
+    pub fn bytes_burst(&self) -> Burst {
+        Burst::secs(self.rate_burst_ms as f64 / 1000.0)
+    }
 }
 
 #[cfg(test)]
@@ -246,6 +293,22 @@ mod tests {
     fn a_produce_timeout_too_short_for_the_margin_is_refused() {
         let err = Config::try_parse_from(["api-gateway", "--produce-timeout-ms=2000"]).unwrap_err();
         assert!(err.to_string().contains("2500"), "{err}");
+    }
+
+    #[test]
+    fn the_burst_is_a_second_while_healthy_and_small_under_load() {
+        use flow_control::LoadStatus;
+        let p = Config::defaults().burst_policy();
+        assert_eq!(p.for_status(LoadStatus::Healthy).bucket(900.0), 900.0);
+        assert_eq!(p.for_status(LoadStatus::Critical).bucket(900.0), 180.0);
+        assert_eq!(p.for_status(LoadStatus::Degraded).bucket(6000.0), 200.0);
+        let p = Config::parse_from(["api-gateway", "--rate-burst-healthy-ms=0"]).burst_policy();
+        assert_eq!(p.for_status(LoadStatus::Healthy).bucket(900.0), 180.0);
+        assert_eq!(
+            Config::defaults().rate_max_bytes,
+            0.0,
+            "no bytes budget by default"
+        );
     }
 
     #[test]

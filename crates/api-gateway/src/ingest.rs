@@ -14,10 +14,12 @@ use flow_control::Class;
 use log_event::{parse_batch, LogEvent};
 use serde_json::json;
 
+use crate::auth::quota::Cost;
 use crate::auth::Caller;
 use crate::backpressure::Permit;
 use crate::body::{self, Expect};
 use crate::error::ApiError;
+use crate::shared_budget::Unit;
 use crate::{metrics, AppState};
 
 /// Wall-clock time in epoch milliseconds.
@@ -50,6 +52,7 @@ pub async fn ingest_one(
         permit,
         caller.as_ref(),
         std::slice::from_ref(&event),
+        bytes.len(),
     )
     .await?;
     // A 503 names the id it concerns: retrying with it (or the same body) is stored once.
@@ -96,7 +99,7 @@ pub async fn ingest_batch(
         &state.limits.event,
     )?;
     let caller = caller.map(|Extension(c)| c);
-    charge(&state, permit, caller.as_ref(), &events).await?;
+    charge(&state, permit, caller.as_ref(), &events, bytes.len()).await?;
     let results = state.producer.send_all(&events).await;
 
     let mut failed_ids = Vec::new();
@@ -129,13 +132,15 @@ pub(crate) fn accepted(caller: Option<&Caller>, n: usize) {
     }
 }
 
-/// The caller's sources (403), then its key's quota (429, the first permit refunded): before
-/// the global budget, so a key over its quota spends none of it.
+/// The caller's sources (403), then its key's quotas, events/s and bytes/s of the decoded body
+/// (429, the first permit refunded): before the global budget, so a key over its quota spends
+/// none of it.
 pub(crate) async fn check_caller(
     state: &AppState,
     caller: Option<&Caller>,
     permit: Option<Permit>,
     events: &[LogEvent],
+    body_bytes: usize,
 ) -> Result<(), ApiError> {
     let Some(caller) = caller else {
         return Ok(());
@@ -151,8 +156,11 @@ pub(crate) async fn check_caller(
         .key_quotas
         .charge(
             &caller.0,
-            events.len() as f64,
-            class,
+            Cost {
+                events: events.len() as f64,
+                bytes: body_bytes as f64,
+                class,
+            },
             bp.shared_redis(),
             bp.replicas(),
         )
@@ -161,7 +169,11 @@ pub(crate) async fn check_caller(
         if let Some(permit) = permit {
             bp.refund(permit);
         }
-        metrics::api_key_events(&caller.0.name, "rate_limited", events.len());
+        let outcome = match over.unit {
+            Unit::Events => "rate_limited",
+            Unit::Bytes => "bytes_rate_limited",
+        };
+        metrics::api_key_events(&caller.0.name, outcome, events.len());
         return Err(ApiError::RateLimited(bp.over_key_quota(over)));
     }
     Ok(())
@@ -174,16 +186,17 @@ async fn charge(
     permit: Option<Extension<Permit>>,
     caller: Option<&Caller>,
     events: &[LogEvent],
+    body_bytes: usize,
 ) -> Result<(), ApiError> {
     let permit = permit.map(|Extension(p)| p);
-    check_caller(state, caller, permit, events).await?;
+    check_caller(state, caller, permit, events, body_bytes).await?;
     let Some(permit) = permit else {
         // Routes mounted without the rate-limit layer (none in production) are not charged.
         return Ok(());
     };
     state
         .backpressure
-        .charge_rest(permit, events)
+        .charge_rest(permit, events, body_bytes)
         .await
         .map_err(ApiError::RateLimited)
 }

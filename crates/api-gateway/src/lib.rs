@@ -19,6 +19,7 @@ pub mod producer;
 pub mod rate_limit;
 pub mod redis_budget;
 pub mod serve;
+pub mod shared_budget;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -208,8 +209,9 @@ impl Application {
                 policy,
                 shed_below: cfg.shed_below,
                 reserved_share: cfg.reserved_share.clamp(0.0, 1.0),
-                burst: flow_control::Burst::secs(cfg.rate_burst_ms as f64 / 1000.0)
-                    .capped(cfg.rate_burst_max_events as f64),
+                burst: cfg.burst_policy(),
+                rate_max_bytes: cfg.rate_max_bytes.max(0.0),
+                bytes_burst: cfg.bytes_burst(),
                 shed_retry: lag_interval.max(Duration::from_secs(1)),
             },
             redis,
@@ -251,8 +253,8 @@ impl Application {
             api_keys,
             key_quotas: auth::quota::KeyQuotas::new(
                 cfg.reserved_share.clamp(0.0, 1.0),
-                flow_control::Burst::secs(cfg.rate_burst_ms as f64 / 1000.0)
-                    .capped(cfg.rate_burst_max_events as f64),
+                cfg.loaded_burst(),
+                cfg.bytes_burst(),
             ),
         });
         Ok(Application {

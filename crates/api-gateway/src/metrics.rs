@@ -27,6 +27,8 @@ pub const CONSUMER_LAG_AGE_SECONDS: &str = "kafka_consumer_lag_age_seconds";
 // Backpressure metrics keep their `rate_limiter_*` names: dashboards and alerts use them.
 pub const LIMITER_AVAILABLE: &str = "rate_limiter_available_permissions";
 pub const LIMITER_RATE: &str = "rate_limiter_rate";
+/// The bytes/s budget's current rate (`RATE_MAX_BYTES` scaled by lag); absent while it is off.
+pub const LIMITER_BYTES_RATE: &str = "rate_limiter_bytes_rate";
 pub const LIMITER_REJECTED_TOTAL: &str = "rate_limiter_rejected_total";
 pub const BACKPRESSURE_STATUS: &str = "backpressure_status";
 pub const REDIS_UP: &str = "redis_up";
@@ -228,7 +230,8 @@ pub fn events_accepted(n: usize) {
     counter!(EVENTS_ACCEPTED_TOTAL).increment(n as u64);
 }
 
-/// Events of one API key by outcome (`accepted`, `forbidden`, `rate_limited`). Labelled with
+/// Events of one API key by outcome (`accepted`, `forbidden`, `rate_limited` by its
+/// eventsPerSecond, `bytes_rate_limited` by its bytesPerSecond). Labelled with
 /// the key's name from the key file (bounded by it), never the key.
 pub fn api_key_events(key: &str, outcome: &'static str, n: usize) {
     counter!(API_KEY_EVENTS_TOTAL, "key" => key.to_owned(), "outcome" => outcome)
@@ -269,6 +272,10 @@ pub fn kafka_up(up: bool) {
 pub fn backpressure_rate(rate: f64, status: f64) {
     gauge!(LIMITER_RATE).set(rate);
     gauge!(BACKPRESSURE_STATUS).set(status);
+}
+
+pub fn backpressure_bytes_rate(rate: f64) {
+    gauge!(LIMITER_BYTES_RATE).set(rate);
 }
 
 pub fn backpressure_available(permits: f64) {

@@ -35,10 +35,10 @@ fn retry_after(description: &str) -> Value {
 }
 
 fn limited() -> Value {
-    let mut r = error_response("Rate limited under backpressure (`rate_limited`), or a severity shed while the consumer lag is critical (`shed_severity`)");
+    let mut r = error_response("Rate limited under backpressure by events/s (`rate_limited`) or bytes/s of decoded body (`bytes_rate_limited`, RATE_MAX_BYTES), over the API key's eventsPerSecond (`key_rate_limited`) or bytesPerSecond (`key_bytes_rate_limited`), or a severity shed while the consumer lag is critical (`shed_severity`); `budget` says which budget was hit, `events` or `bytes`");
     r["headers"] = json!({
         "Retry-After": retry_after("Whole seconds until enough permits exist"),
-        "RateLimit-Limit": {"required": true, "schema": {"type": "integer", "minimum": 0}, "description": "The current rate, events/s"},
+        "RateLimit-Limit": {"required": true, "schema": {"type": "integer", "minimum": 0}, "description": "The current rate of the budget that was hit: events/s, or bytes/s when `budget` is `bytes`"},
         "RateLimit-Remaining": {"required": true, "schema": {"type": "integer", "minimum": 0}, "description": "Permits left now"}
     });
     r
@@ -200,7 +200,8 @@ pub fn spec(limits: &RequestLimits, now_ms: i64) -> Value {
                 "accepted": {"type": "integer", "minimum": 1}, "eventIds": {"type": "array", "items": {"type": "string", "format": "uuid"}}
             }},
             "Error": {"type": "object", "required": ["error", "message", "details"], "properties": {
-                "error": {"type": "string", "enum": ["malformed_json", "invalid_event", "invalid_batch", "bad_request", "payload_too_large", "unsupported_media_type", "request_timeout", "unauthorized", "forbidden", "rate_limited", "key_rate_limited", "shed_severity", "unavailable"]},
+                "error": {"type": "string", "enum": ["malformed_json", "invalid_event", "invalid_batch", "bad_request", "payload_too_large", "unsupported_media_type", "request_timeout", "unauthorized", "forbidden", "rate_limited", "key_rate_limited", "bytes_rate_limited", "key_bytes_rate_limited", "shed_severity", "unavailable"]},
+                "budget": {"type": "string", "enum": ["events", "bytes"], "description": "On a 429: the budget that was hit"},
                 "message": {"type": "string"}, "details": {"type": "array"}
             }},
             "OtlpLogsRequest": {"type": "object", "description": "OTLP/JSON ExportLogsServiceRequest (https://opentelemetry.io/docs/specs/otlp/#json-protobuf-encoding); unknown fields are ignored", "properties": {"resourceLogs": {"type": "array", "items": {"type": "object"}}}},
@@ -342,6 +343,30 @@ mod tests {
             assert_eq!(parse(min).unwrap().len(), min);
             assert_eq!(parse(max).unwrap().len(), max);
             assert_eq!(parse(max + 1).unwrap_err(), StatusCode::BAD_REQUEST);
+        }
+    }
+
+    /// Every refusal's code and budget is one the spec lists.
+    #[test]
+    fn every_refusal_code_and_budget_is_documented() {
+        let spec = spec(&limits(), NOW);
+        let error = &spec["components"]["schemas"]["Error"]["properties"];
+        let listed = |field: &str, value: &str| {
+            error[field]["enum"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|v| v == value)
+        };
+        for reason in [
+            RefusalReason::RateLimited,
+            RefusalReason::ShedSeverity,
+            RefusalReason::KeyQuota,
+            RefusalReason::BytesLimited,
+            RefusalReason::KeyBytesQuota,
+        ] {
+            assert!(listed("error", reason.as_str()), "{}", reason.as_str());
+            assert!(listed("budget", reason.budget().as_str()), "{reason:?}");
         }
     }
 

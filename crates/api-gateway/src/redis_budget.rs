@@ -123,9 +123,10 @@ impl RedisBudget {
         self.lease_at(&key, rate, burst, need, extra).await
     }
 
-    /// The same bucket for one API key's pool (its quota, shared by every replica). `name`
-    /// is the key's name from the key file, never the key.
-    pub async fn lease_for_key(
+    /// The same bucket for a named budget's pool (an API key's quota, the global bytes/s
+    /// budget: `shared_budget.rs`), shared by every replica, without the extra slice. `name`
+    /// is part of the key: an API key's name, never the key.
+    pub async fn lease_named(
         &self,
         name: &str,
         pool: Pool,
@@ -133,7 +134,7 @@ impl RedisBudget {
         burst: f64,
         need: f64,
     ) -> Result<Grant, RedisError> {
-        let key = format!("{}:key:{name}:bucket:{}", self.prefix, pool_name(pool));
+        let key = format!("{}:{name}:bucket:{}", self.prefix, pool_name(pool));
         self.lease_at(&key, rate, burst, need, 0.0).await
     }
 

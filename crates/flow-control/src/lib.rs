@@ -4,6 +4,7 @@
 //! everything here is unit-tested without sleeping.
 
 pub mod backoff;
+pub mod burst_policy;
 pub mod circuit_breaker;
 pub mod priority;
 pub mod rate_policy;
@@ -11,6 +12,7 @@ pub mod token_bucket;
 pub mod watermark;
 
 pub use backoff::Backoff;
+pub use burst_policy::BurstPolicy;
 pub use circuit_breaker::{
     BreakerConfig, BreakerState, CircuitBreaker, NotPermitted, Outcome, Transition,
 };

@@ -66,10 +66,17 @@ impl PriorityBudget {
 
     /// Changes the total rate, keeping the split and burst length.
     pub fn set_rate(&mut self, rate: f64, now: Instant) {
+        self.reconfigure(rate, self.burst, now);
+    }
+
+    /// Changes the total rate and the burst rule (the load status changed), keeping the
+    /// split. A smaller bucket drops the tokens above its new size at once.
+    pub fn reconfigure(&mut self, rate: f64, burst: Burst, now: Instant) {
         let (g, r) = split(rate, self.reserved_share);
-        self.general.set_rate(g, self.burst.bucket(g), now);
-        self.reserved.set_rate(r, self.burst.bucket(r), now);
+        self.general.set_rate(g, burst.bucket(g), now);
+        self.reserved.set_rate(r, burst.bucket(r), now);
         self.rate = rate;
+        self.burst = burst;
     }
 
     /// The total rate (both pools).

@@ -8,6 +8,7 @@ use log_event::LogEvent;
 
 use super::{Backpressure, Limited, RefusalReason};
 use crate::metrics;
+use crate::shared_budget::Unit;
 
 /// The first permit of a request, taken before its body is read.
 #[derive(Debug, Clone, Copy)]
@@ -26,8 +27,15 @@ impl Backpressure {
             .map_err(|l| self.count_rejection(l))
     }
 
-    /// Charges the rest of a parsed request: one permit was taken already.
-    pub async fn charge_rest(&self, permit: Permit, events: &[LogEvent]) -> Result<(), Limited> {
+    /// Charges the rest of a parsed request: one permit was taken already. `body_bytes` (the
+    /// decoded body's size) goes to the bytes budget first, so a refusal by bytes spends no
+    /// events; a refusal by events after that does not refund the bytes.
+    pub async fn charge_rest(
+        &self,
+        permit: Permit,
+        events: &[LogEvent],
+        body_bytes: usize,
+    ) -> Result<(), Limited> {
         let all_protected = events.iter().all(|e| e.severity.is_protected());
         let (rate, status) = self.rate();
         if status == LoadStatus::Critical && events.iter().any(|e| e.severity < self.cfg.shed_below)
@@ -57,6 +65,10 @@ impl Backpressure {
                 status,
             }));
         }
+        if let Err(l) = self.charge_bytes(body_bytes, class).await {
+            self.give_back(1.0, permit.pool);
+            return Err(self.count_rejection(l));
+        }
         if events.len() <= 1 {
             return Ok(());
         }
@@ -77,11 +89,15 @@ impl Backpressure {
         self.give_back(1.0, permit.pool);
     }
 
-    /// A refusal by the caller's key quota, in the terms of every other 429.
+    /// A refusal by the caller's key quota (events or bytes), in the terms of every other 429.
     pub fn over_key_quota(&self, over: crate::auth::quota::OverQuota) -> Limited {
         let (_, status) = self.rate();
+        let reason = match over.unit {
+            Unit::Events => RefusalReason::KeyQuota,
+            Unit::Bytes => RefusalReason::KeyBytesQuota,
+        };
         self.count_rejection(Limited {
-            reason: RefusalReason::KeyQuota,
+            reason,
             retry_after: over.retry_after,
             limit: over.limit,
             remaining: over.remaining,
@@ -131,7 +147,7 @@ mod tests {
         let before = b.available();
         let permit = b.admit_first().await.unwrap();
         let err = b
-            .charge_rest(permit, &events(&[Severity::Info]))
+            .charge_rest(permit, &events(&[Severity::Info]), 0)
             .await
             .unwrap_err();
         assert_eq!(err.reason.as_str(), "shed_severity");
@@ -139,13 +155,13 @@ mod tests {
         assert!((b.available() - before).abs() < 0.5, "permit refunded");
         let permit = b.admit_first().await.unwrap();
         assert!(b
-            .charge_rest(permit, &events(&[Severity::Warn]))
+            .charge_rest(permit, &events(&[Severity::Warn]), 0)
             .await
             .is_ok());
         let permit = b.admit_first().await.unwrap();
         let mixed = events(&[Severity::Error, Severity::Debug]);
         assert_eq!(
-            b.charge_rest(permit, &mixed)
+            b.charge_rest(permit, &mixed, 0)
                 .await
                 .unwrap_err()
                 .reason
@@ -159,13 +175,13 @@ mod tests {
         let b = backpressure(100.0); // general 90/s, reserved 10/s
         let permit = b.admit_first().await.unwrap();
         assert!(b
-            .charge_rest(permit, &events(&[Severity::Info; 90]))
+            .charge_rest(permit, &events(&[Severity::Info; 90]), 0)
             .await
             .is_ok());
         // General is spent: an INFO request only fits the reserve, so it is refused after parsing.
         let permit = b.admit_first().await.unwrap();
         let err = b
-            .charge_rest(permit, &events(&[Severity::Info]))
+            .charge_rest(permit, &events(&[Severity::Info]), 0)
             .await
             .unwrap_err();
         assert_eq!(err.reason.as_str(), "rate_limited");
@@ -173,7 +189,7 @@ mod tests {
         for _ in 0..5 {
             let permit = b.admit_first().await.unwrap();
             assert!(b
-                .charge_rest(permit, &events(&[Severity::Error]))
+                .charge_rest(permit, &events(&[Severity::Error]), 0)
                 .await
                 .is_ok());
         }
@@ -185,12 +201,12 @@ mod tests {
         // the full bucket (into debt), then nothing until the debt is repaid.
         let b = backpressure(1000.0);
         let permit = b.admit_first().await.unwrap();
-        b.charge_rest(permit, &events(&[Severity::Info; 500]))
+        b.charge_rest(permit, &events(&[Severity::Info; 500]), 0)
             .await
             .expect("a full bucket admits a batch above its size");
         let permit = b.admit_first().await.unwrap();
         let err = b
-            .charge_rest(permit, &events(&[Severity::Info; 2]))
+            .charge_rest(permit, &events(&[Severity::Info; 2]), 0)
             .await
             .unwrap_err();
         assert_eq!(err.reason.as_str(), "rate_limited");
@@ -204,7 +220,7 @@ mod tests {
         b.set_lag(60_000);
         let permit = b.admit_first().await.unwrap();
         assert!(b
-            .charge_rest(permit, &events(&[Severity::Warn; 200]))
+            .charge_rest(permit, &events(&[Severity::Warn; 200]), 0)
             .await
             .is_ok());
     }
@@ -213,11 +229,11 @@ mod tests {
     async fn empty_budget_rejects_before_the_body_with_retry_after() {
         let b = backpressure(10.0); // general 9, reserved 1
         let permit = b.admit_first().await.unwrap();
-        b.charge_rest(permit, &events(&[Severity::Info; 9]))
+        b.charge_rest(permit, &events(&[Severity::Info; 9]), 0)
             .await
             .unwrap();
         let permit = b.admit_first().await.unwrap();
-        b.charge_rest(permit, &events(&[Severity::Fatal]))
+        b.charge_rest(permit, &events(&[Severity::Fatal]), 0)
             .await
             .unwrap();
         let err = b.admit_first().await.unwrap_err();

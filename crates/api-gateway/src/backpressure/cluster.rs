@@ -106,9 +106,10 @@ impl Backpressure {
         if !self.redis_up.load(Ordering::Relaxed) {
             return Err(());
         }
-        let (missing, rate) = {
+        let (missing, rate, burst) = {
             let st = self.lock();
-            (cost - st.leased[i].max(0.0), st.rate)
+            let burst = self.cfg.burst.for_status(st.status);
+            (cost - st.leased[i].max(0.0), st.rate, burst)
         };
         let pool_rate = self.pool_rate(rate, pool);
         if pool_rate <= 0.0 {
@@ -117,13 +118,7 @@ impl Backpressure {
         // Lease up to 5% of the rate per trip so most requests cost no round-trip.
         let extra = (pool_rate * 0.05).max(1.0);
         match redis
-            .lease(
-                pool,
-                pool_rate,
-                self.cfg.burst.bucket(pool_rate),
-                missing,
-                extra,
-            )
+            .lease(pool, pool_rate, burst.bucket(pool_rate), missing, extra)
             .await
         {
             Ok(grant) => {
@@ -162,7 +157,8 @@ impl Backpressure {
             let replicas = self.replicas.load(Ordering::Relaxed).max(1);
             let mut st = self.lock();
             let rate = st.rate / replicas as f64;
-            st.local = PriorityBudget::new(rate, self.cfg.reserved_share, self.cfg.burst, now);
+            let burst = self.cfg.burst.for_status(st.status);
+            st.local = PriorityBudget::new(rate, self.cfg.reserved_share, burst, now);
         }
     }
 

@@ -5,20 +5,23 @@
 //!
 //! This file holds the shared state and the lag readings; `admission.rs` decides which requests
 //! get in (first permit, rest of a batch, shedding); `cluster.rs` draws permits from Redis or the
-//! local budget, fails over between them and runs the replica heartbeat.
+//! local budget, fails over between them and runs the replica heartbeat; `bytes.rs` holds the
+//! optional bytes/s budget beside the events/s one (`RATE_MAX_BYTES`).
 
 mod admission;
+mod bytes;
 mod cluster;
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use flow_control::{LoadStatus, Pool, PriorityBudget, RatePolicy};
+use flow_control::{Burst, BurstPolicy, LoadStatus, Pool, PriorityBudget, RatePolicy};
 use log_event::Severity;
 
 use crate::metrics;
 use crate::redis_budget::RedisBudget;
+use crate::shared_budget::{SharedBudgets, Unit};
 pub use admission::Permit;
 pub use cluster::spawn_redis_heartbeat;
 
@@ -32,6 +35,10 @@ pub enum RefusalReason {
     ShedSeverity,
     /// The API key's own quota (`eventsPerSecond`) is spent; other keys are unaffected.
     KeyQuota,
+    /// The global bytes/s budget (`RATE_MAX_BYTES`) is spent.
+    BytesLimited,
+    /// The API key's own `bytesPerSecond` is spent; other keys are unaffected.
+    KeyBytesQuota,
 }
 
 impl RefusalReason {
@@ -41,6 +48,18 @@ impl RefusalReason {
             RefusalReason::RateLimited => "rate_limited",
             RefusalReason::ShedSeverity => "shed_severity",
             RefusalReason::KeyQuota => "key_rate_limited",
+            RefusalReason::BytesLimited => "bytes_rate_limited",
+            RefusalReason::KeyBytesQuota => "key_bytes_rate_limited",
+        }
+    }
+
+    /// The budget that was hit: `events` or `bytes` (the 429 body's `budget`).
+    pub fn budget(self) -> Unit {
+        match self {
+            RefusalReason::BytesLimited | RefusalReason::KeyBytesQuota => Unit::Bytes,
+            RefusalReason::RateLimited | RefusalReason::ShedSeverity | RefusalReason::KeyQuota => {
+                Unit::Events
+            }
         }
     }
 }
@@ -50,7 +69,7 @@ impl RefusalReason {
 pub struct Limited {
     pub reason: RefusalReason,
     pub retry_after: Duration,
-    /// Current rate, events/s.
+    /// Current rate of the budget that was hit, in its unit (`reason.budget()`) per second.
     pub limit: f64,
     pub remaining: f64,
     pub status: LoadStatus,
@@ -83,8 +102,13 @@ pub struct BackpressureConfig {
     pub policy: RatePolicy,
     pub shed_below: Severity,
     pub reserved_share: f64,
-    /// Bucket size per pool (see `flow_control::Burst`).
-    pub burst: flow_control::Burst,
+    /// Bucket size per pool (see `flow_control::Burst`) at each load status.
+    pub burst: BurstPolicy,
+    /// Bytes/s at `policy.rate_max`, scaled down with the event rate as lag grows (0: no
+    /// bytes budget).
+    pub rate_max_bytes: f64,
+    /// Bucket size of the bytes budget's pools.
+    pub bytes_burst: Burst,
     /// Retry-After for shed low-severity events (one lag interval).
     pub shed_retry: Duration,
 }
@@ -99,6 +123,8 @@ pub struct Backpressure {
     /// One lease trip per pool at a time (`cluster.rs`): requests short of permits together
     /// wait for the trip in flight instead of each draining the shared bucket.
     leasing: [tokio::sync::Mutex<()>; 2],
+    /// The bytes/s budget (unused while `rate_max_bytes` is 0).
+    bytes: SharedBudgets,
 }
 
 fn pool_index(pool: Pool) -> usize {
@@ -117,16 +143,23 @@ impl Backpressure {
         metrics::redis_up(redis_up);
         metrics::replicas(1);
         metrics::backpressure_rate(rate, LoadStatus::Healthy.as_gauge());
+        bytes::publish((cfg.rate_max_bytes > 0.0).then_some(cfg.rate_max_bytes));
         Arc::new(Self {
             state: Mutex::new(State {
                 rate,
                 status: LoadStatus::Healthy,
                 lag: None,
                 lag_failing: false,
-                local: PriorityBudget::new(rate, cfg.reserved_share, cfg.burst, now),
+                local: PriorityBudget::new(
+                    rate,
+                    cfg.reserved_share,
+                    cfg.burst.for_status(LoadStatus::Healthy),
+                    now,
+                ),
                 leased: [0.0; 2],
                 cluster_remaining: rate,
             }),
+            bytes: SharedBudgets::new(cfg.reserved_share, cfg.bytes_burst),
             cfg,
             redis,
             redis_up: AtomicBool::new(redis_up),
@@ -157,9 +190,11 @@ impl Backpressure {
         } else {
             rate
         };
-        st.local.set_rate(local_rate, now);
+        st.local
+            .reconfigure(local_rate, self.cfg.burst.for_status(status), now);
         drop(st);
         metrics::backpressure_rate(rate, status.as_gauge());
+        bytes::publish(self.bytes_rate());
     }
 
     /// The lag could not be read: keep the last rate, mark it stale. Returns true on the
@@ -230,7 +265,9 @@ mod tests {
                 policy: RatePolicy::new(rate, rate / 10.0, 10_000, 50_000).unwrap(),
                 shed_below: Severity::Warn,
                 reserved_share: 0.1,
-                burst: flow_control::Burst::secs(0.2).capped(200.0),
+                burst: BurstPolicy::uniform(Burst::secs(0.2).capped(200.0)),
+                rate_max_bytes: 0.0,
+                bytes_burst: Burst::secs(0.2),
                 shed_retry: Duration::from_secs(5),
             },
             None,

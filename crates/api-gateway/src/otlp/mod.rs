@@ -84,8 +84,13 @@ pub async fn export_logs(
     metrics::otlp_records("rejected", mapped.rejected);
     let caller = caller.map(|Extension(c)| c);
     if !mapped.events.is_empty() {
-        let checked =
-            crate::ingest::check_caller(&state, caller.as_ref(), Some(permit), &mapped.events);
+        let checked = crate::ingest::check_caller(
+            &state,
+            caller.as_ref(),
+            Some(permit),
+            &mapped.events,
+            bytes.len(),
+        );
         match checked.await {
             Ok(()) => {}
             Err(ApiError::RateLimited(limited)) => {
@@ -98,7 +103,11 @@ pub async fn export_logs(
         }
     }
     if !mapped.events.is_empty() {
-        if let Err(limited) = state.backpressure.charge_rest(permit, &mapped.events).await {
+        if let Err(limited) = state
+            .backpressure
+            .charge_rest(permit, &mapped.events, bytes.len())
+            .await
+        {
             return throttled(wire, &limited, Some(mapped.events.len()));
         }
         let results = state.producer.send_all(&mapped.events).await;

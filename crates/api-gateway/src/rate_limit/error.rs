@@ -1,6 +1,6 @@
 //! The one place a rate-limit rejection becomes an HTTP answer: 429 with `Retry-After`
 //! (whole seconds, at least 1), `RateLimit-Limit` / `RateLimit-Remaining`, and a JSON body
-//! with the current state and rate.
+//! with the current state, the budget that was hit (events or bytes) and its rate.
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -18,24 +18,22 @@ impl IntoResponse for RateLimited {
     fn into_response(self) -> Response {
         let l = self.0;
         let retry_after = retry_after_secs(l.retry_after);
-        let message = match l.reason {
-            RefusalReason::ShedSeverity => format!(
-                "system under critical load: only WARN and above are accepted (rate {:.0} events/s)",
-                l.limit
-            ),
-            RefusalReason::KeyQuota => format!(
-                "rate limit exceeded for this API key (its quota: {:.0} events/s)",
-                l.limit
-            ),
-            RefusalReason::RateLimited => format!(
-                "rate limit exceeded - system under load (rate {:.0} events/s)",
-                l.limit
-            ),
+        let what = match l.reason {
+            RefusalReason::ShedSeverity => {
+                "system under critical load: only WARN and above are accepted (rate"
+            }
+            RefusalReason::KeyQuota => "rate limit exceeded for this API key (its quota:",
+            RefusalReason::RateLimited => "rate limit exceeded - system under load (rate",
+            RefusalReason::KeyBytesQuota => "byte rate limit exceeded for this API key (its quota:",
+            RefusalReason::BytesLimited => "byte rate limit exceeded - system under load (rate",
         };
+        let unit = l.reason.budget().as_str();
+        let message = format!("{what} {:.0} {unit}/s)", l.limit);
         // A typed body: under overload this is the most frequent answer, and serializing a
         // borrowed struct costs a fraction of building a `serde_json::Value` tree.
         let body = Body {
             error: l.reason.as_str(),
+            budget: l.reason.budget().as_str(),
             message: &message,
             details: [Details {
                 status: l.status.as_str(),
@@ -62,6 +60,8 @@ impl IntoResponse for RateLimited {
 #[derive(Serialize)]
 struct Body<'a> {
     error: &'static str,
+    /// The budget that was hit: `events` or `bytes` (`currentRate` is in its unit per second).
+    budget: &'static str,
     message: &'a str,
     details: [Details; 1],
 }

@@ -209,3 +209,81 @@ pub(crate) fn read_all(brokers: &str, topic: &str, count: usize) -> Vec<Vec<u8>>
     }
     out
 }
+
+/// `GET /api/logs/health` as JSON.
+pub(crate) async fn health(gw: &TestGateway) -> Value {
+    gw.client
+        .get(gw.url("/api/logs/health"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+/// Waits until every gateway in `gws` counts them all as replicas (they share one Redis).
+pub(crate) async fn wait_replicas(gws: &[&TestGateway]) {
+    let n = gws.len();
+    let all = test_support::wait_until(Duration::from_secs(10), || async {
+        for gw in gws {
+            if health(gw).await["replicas"] != n {
+                return false;
+            }
+        }
+        true
+    })
+    .await;
+    assert!(all, "the gateways never saw each other");
+}
+
+/// An API key file in a fresh folder (remove the folder when done); `entries` as written
+/// in the file, e.g. `{"name":…,"sha256":…,"eventsPerSecond":…}`.
+pub(crate) fn key_file(entries: &[Value]) -> (std::path::PathBuf, std::path::PathBuf) {
+    let dir = std::env::temp_dir().join(test_support::unique("keys"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("keys.json");
+    std::fs::write(&path, json!({ "keys": entries }).to_string()).unwrap();
+    (dir, path)
+}
+
+/// Two gateways on a fresh topic and group sharing the Redis at `redis_url`, with the API
+/// keys `entries` (none: no key file) and `extra` flags, once each counts the other. Remove
+/// the key file's folder (the third value) when done.
+pub(crate) async fn gateway_pair(
+    redis_url: &str,
+    entries: &[Value],
+    extra: &[&str],
+) -> (TestGateway, TestGateway, Option<std::path::PathBuf>) {
+    let brokers = test_support::broker().brokers();
+    let topic = test_support::unique("pair");
+    test_support::create_topic(&brokers, &topic, 3).await;
+    let mut args = vec![
+        format!("--redis-url={redis_url}"),
+        format!("--kafka-group-id={}", test_support::unique("group")),
+    ];
+    let dir = if entries.is_empty() {
+        None
+    } else {
+        let (dir, path) = key_file(entries);
+        args.push(format!("--api-keys-file={}", path.display()));
+        Some(dir)
+    };
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let g1 = TestGateway::start_with(config(&brokers, &topic, &args)).await;
+    let g2 = TestGateway::start_with(config(&brokers, &topic, &args)).await;
+    wait_replicas(&[&g1, &g2]).await;
+    (g1, g2, dir)
+}
+
+/// The Retry-After of a response, in seconds (at least 1).
+pub(crate) fn retry_after(resp: &reqwest::Response) -> u64 {
+    let secs: u64 = resp.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(secs >= 1);
+    secs
+}

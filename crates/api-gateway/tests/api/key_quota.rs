@@ -58,12 +58,7 @@ async fn send_loop(
         match resp.status().as_u16() {
             202 => tally.accepted.fetch_add(batch as u64, Ordering::Relaxed),
             429 => {
-                let retry: u64 = resp.headers()["retry-after"]
-                    .to_str()
-                    .unwrap()
-                    .parse()
-                    .unwrap();
-                assert!(retry >= 1);
+                helpers::retry_after(&resp);
                 let body: Value = resp.json().await.unwrap();
                 assert_eq!(body["error"], "key_rate_limited", "{body}");
                 tally.limited.fetch_add(1, Ordering::Relaxed)
@@ -76,44 +71,12 @@ async fn send_loop(
 #[tokio::test]
 async fn a_key_flooding_errors_is_held_to_its_quota_across_gateways_and_spares_others() {
     let redis = RedisServer::start();
-    let brokers = test_support::broker().brokers();
-    let topic = test_support::unique("quota");
-    test_support::create_topic(&brokers, &topic, 3).await;
-    let dir = std::env::temp_dir().join(test_support::unique("keys"));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("keys.json");
-    std::fs::write(
-        &path,
-        json!({"keys": [entry("team-a", KEY_A), entry("team-b", KEY_B)]}).to_string(),
+    let (g1, g2, dir) = helpers::gateway_pair(
+        &redis.url,
+        &[entry("team-a", KEY_A), entry("team-b", KEY_B)],
+        &[],
     )
-    .unwrap();
-    let args = [
-        format!("--api-keys-file={}", path.display()),
-        format!("--redis-url={}", redis.url),
-        format!("--kafka-group-id={}", test_support::unique("group")),
-    ];
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let g1 = TestGateway::start_with(helpers::config(&brokers, &topic, &args)).await;
-    let g2 = TestGateway::start_with(helpers::config(&brokers, &topic, &args)).await;
-    let health = |gw: &TestGateway| {
-        let url = gw.url("/api/logs/health");
-        let client = gw.client.clone();
-        async move {
-            client
-                .get(url)
-                .send()
-                .await
-                .unwrap()
-                .json::<Value>()
-                .await
-                .unwrap()
-        }
-    };
-    let both = test_support::wait_until(Duration::from_secs(10), || async {
-        health(&g1).await["replicas"] == 2 && health(&g2).await["replicas"] == 2
-    })
     .await;
-    assert!(both, "the gateways never saw each other");
 
     // A: 4 clients × 10 ERROR events every 80 ms = 500 events/s, ten times its quota, over
     // both gateways. B: one INFO event every 200 ms (5/s) on the first gateway.
@@ -163,5 +126,71 @@ async fn a_key_flooding_errors_is_held_to_its_quota_across_gateways_and_spares_o
     assert!(limited > 0.0);
     g1.stop().await;
     g2.stop().await;
-    std::fs::remove_dir_all(&dir).unwrap();
+    std::fs::remove_dir_all(dir.unwrap()).unwrap();
+}
+
+/// With Redis gone, each gateway holds a key to quota ÷ replicas on its own: key A, flooding
+/// both gateways, still gets 429 `key_rate_limited` and about its quota in all; key B's
+/// trickle is unaffected.
+#[tokio::test]
+async fn without_redis_each_gateway_holds_a_key_to_its_share_of_the_quota() {
+    let mut redis = RedisServer::start();
+    let (g1, g2, dir) = helpers::gateway_pair(
+        &redis.url,
+        &[entry("team-a", KEY_A), entry("team-b", KEY_B)],
+        &[],
+    )
+    .await;
+    redis.stop();
+    let down = test_support::wait_until(Duration::from_secs(10), || async {
+        helpers::health(&g1).await["redis"] == "down"
+            && helpers::health(&g2).await["redis"] == "down"
+    })
+    .await;
+    assert!(down, "the gateways never noticed Redis was gone");
+
+    // A: two clients per gateway × 10 ERROR events every 80 ms (250/s per gateway, ten times
+    // its share of 25/s). B: one INFO event every 200 ms on the first gateway.
+    let window = Duration::from_secs(8);
+    let start = Instant::now();
+    let until = start + window;
+    let (a1, a2, b) = (Tally::default(), Tally::default(), Tally::default());
+    let (first, second) = ([&g1], [&g2]);
+    let every = Duration::from_millis(80);
+    tokio::join!(
+        send_loop(&first, KEY_A, 10, every, until, &a1),
+        send_loop(&first, KEY_A, 10, every, until, &a1),
+        send_loop(&second, KEY_A, 10, every, until, &a2),
+        send_loop(&second, KEY_A, 10, every, until, &a2),
+        send_loop(&first, KEY_B, 1, Duration::from_millis(200), until, &b),
+    );
+    let elapsed = start.elapsed().as_secs_f64();
+
+    let share = QUOTA / 2.0;
+    // Per gateway: the share for the window, both buckets full at the start (the share's
+    // general 22.5 and reserve 2.5), and one batch that may find a pool short.
+    let ceiling = (share * elapsed + share + 10.0) as u64;
+    let (got1, got2) = (
+        a1.accepted.load(Ordering::Relaxed),
+        a2.accepted.load(Ordering::Relaxed),
+    );
+    let b_ok = b.accepted.load(Ordering::Relaxed);
+    let b_total = b_ok + b.limited.load(Ordering::Relaxed) + b.other.load(Ordering::Relaxed);
+    println!(
+        "key quota without redis: A admitted {got1} + {got2} in {elapsed:.1} s (share {share}/s, ceiling {ceiling} each); B {b_ok}/{b_total}"
+    );
+    for (got, tally) in [(got1, &a1), (got2, &a2)] {
+        assert!(got <= ceiling, "a gateway admitted {got} > {ceiling}");
+        assert!(
+            got as f64 >= share * window.as_secs_f64() * 0.7,
+            "a gateway admitted only {got}"
+        );
+        assert!(tally.limited.load(Ordering::Relaxed) > 0, "A never refused");
+        assert_eq!(tally.other.load(Ordering::Relaxed), 0);
+    }
+    assert!(b_total >= 35, "B sent only {b_total}");
+    assert_eq!(b_ok, b_total, "B was refused");
+    g1.stop().await;
+    g2.stop().await;
+    std::fs::remove_dir_all(dir.unwrap()).unwrap();
 }

@@ -3,6 +3,7 @@
 
 mod auth;
 mod backpressure;
+mod byte_budget;
 mod edge;
 mod helpers;
 mod ingest;
