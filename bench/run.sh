@@ -277,9 +277,10 @@ measure_p1_to_p4() {
   "$BIN/bare-producer" --brokers "$BROKERS" --topic bench-backlog --events "$P4_EVENTS" >"$RUN/backlog.json"
   local cols="event_id,correlation_id,severity,message,source,event_time,received_at,stored_at,attributes,kafka_partition,kafka_offset"
   local n first_t first_n ready_t deadline span first_batch m
+  CONS_PORT=$(free_port)
   for rep in $(seq 1 "$REPS"); do
     say "P4 repetition $rep/$REPS: consumer draining $P4_EVENTS events (group bench-g$rep)"
-    "${PSQL[@]}" -c "TRUNCATE log_events" >/dev/null
+    [ "$rep" = 1 ] || "${PSQL[@]}" -c "TRUNCATE log_events" >/dev/null   # the consumer migrates
     start_consumer "consumer-$rep" bench-backlog "bench-g$rep-$DB"
     deadline=$((SECONDS + (QUICK == 1 ? 120 : 900)))
     n=0 first_t=null first_n=0 ready_t=$(now)
@@ -305,7 +306,7 @@ measure_p1_to_p4() {
     cpu_start broker="$BROKER_PID"
     r=$("$BIN/bare-consumer" --brokers "$BROKERS" --topic bench-backlog --events "$P4_EVENTS"); cpu_stop
     record measure=P4 side=ceiling rep="$rep" r="$r" "${CPU[@]}"
-    [ "$rep" = 1 ] && "${PSQL[@]}" -c "\\copy log_events ($cols) TO '$RUN/rows.csv' WITH (FORMAT csv)"
+    [ "$rep" = 1 ] && "${PSQL[@]}" -c "\\copy (SELECT $cols FROM log_events) TO '$RUN/rows.csv' WITH (FORMAT csv)"
     "${PSQL[@]}" -c "TRUNCATE log_events" >/dev/null
     e0=$(now); cpu_start
     "${PSQL[@]}" -c "\\copy log_events ($cols) FROM '$RUN/rows.csv' WITH (FORMAT csv)"; cpu_stop

@@ -113,30 +113,28 @@ impl Bodies {
 #[derive(Default)]
 struct Samples {
     by_status: BTreeMap<u16, u64>,
-    accepted_us: Vec<u32>,
-    /// When each accepted request was scheduled, in ms since the start (for the timeline).
-    accepted_at_ms: Vec<u32>,
-    /// Accepted answers measured from the moment the request was actually sent.
-    accepted_service_us: Vec<u32>,
+    side_by_status: BTreeMap<u16, u64>,
+    /// Per accepted answer: when it was scheduled (ms since the start), its latency from the
+    /// scheduled time and from the actual send (µs).
+    accepted: Vec<(u32, u32, u32)>,
     accepted_ids: Vec<uuid::Uuid>,
     refused_us: Vec<u32>,
     errors: u64,
     missing_retry_after: u64,
     late: u64,
-    side_by_status: BTreeMap<u16, u64>,
 }
 
 impl Samples {
     fn merge(&mut self, s: Samples) {
-        for (k, v) in s.by_status {
-            *self.by_status.entry(k).or_default() += v;
+        for (mine, theirs) in [
+            (&mut self.by_status, s.by_status),
+            (&mut self.side_by_status, s.side_by_status),
+        ] {
+            theirs
+                .into_iter()
+                .for_each(|(k, v)| *mine.entry(k).or_default() += v);
         }
-        for (k, v) in s.side_by_status {
-            *self.side_by_status.entry(k).or_default() += v;
-        }
-        self.accepted_us.extend(s.accepted_us);
-        self.accepted_at_ms.extend(s.accepted_at_ms);
-        self.accepted_service_us.extend(s.accepted_service_us);
+        self.accepted.extend(s.accepted);
         self.accepted_ids.extend(s.accepted_ids);
         self.refused_us.extend(s.refused_us);
         self.errors += s.errors;
@@ -216,9 +214,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 *s.by_status.entry(status).or_default() += 1;
                 let us = micros(scheduled.elapsed());
                 if (200..300).contains(&status) {
-                    s.accepted_us.push(us);
-                    s.accepted_at_ms.push(micros(scheduled - start) / 1000);
-                    s.accepted_service_us.push(micros(sent_at.elapsed()));
+                    let at_ms = micros(scheduled - start) / 1000;
+                    s.accepted.push((at_ms, us, micros(sent_at.elapsed())));
                     s.accepted_ids.extend(ids);
                 } else {
                     s.refused_us.push(us);
@@ -243,10 +240,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             writeln!(f, "{id}")?;
         }
     }
-    let accepted = all.accepted_us.len() as u64;
+    let accepted = all.accepted.len() as u64;
+    let (mut latency, mut service): (Vec<u32>, Vec<u32>) =
+        all.accepted.iter().map(|&(_, us, svc)| (us, svc)).unzip();
     let total: u64 = all.by_status.values().sum::<u64>() + all.errors;
     let side: u64 = all.side_by_status.values().sum();
-    let timeline = timeline(&all.accepted_at_ms, &all.accepted_us);
     println!(
         "{}",
         serde_json::json!({
@@ -263,10 +261,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             "errors": all.errors,
             "missing_retry_after": all.missing_retry_after,
             "late_starts": all.late,
-            "accepted_latency": percentiles(&mut all.accepted_us),
-            "accepted_service_latency": percentiles(&mut all.accepted_service_us),
+            "accepted_latency": percentiles(&mut latency),
+            "accepted_service_latency": percentiles(&mut service),
             "refused_latency": percentiles(&mut all.refused_us),
-            "timeline": timeline,
+            "timeline": timeline(&all.accepted),
             "side": args.side_url.as_ref().map(|_| serde_json::json!({
                 "requests": side, "sent_per_sec": side as f64 / seconds,
                 "by_status": by_status(&all.side_by_status),
@@ -291,10 +289,10 @@ fn now_ms() -> i64 {
 
 /// Accepted answers per second of scheduled time: how many, and their p99 and max latency
 /// (shows whether a tail comes from one moment, e.g. a burst at the start, or from all of it).
-fn timeline(at_ms: &[u32], latency_us: &[u32]) -> serde_json::Value {
+fn timeline(accepted: &[(u32, u32, u32)]) -> serde_json::Value {
     let mut seconds: BTreeMap<u32, Vec<u32>> = BTreeMap::new();
-    for (&at, &us) in at_ms.iter().zip(latency_us) {
-        seconds.entry(at / 1000).or_default().push(us);
+    for &(at_ms, us, _) in accepted {
+        seconds.entry(at_ms / 1000).or_default().push(us);
     }
     seconds
         .into_iter()
