@@ -97,9 +97,6 @@ for arg in sys.argv[1:]:
         d[last] = value
 print(json.dumps(out))' "$@" >>"$RAW"
 }
-jget() { python3 -c 'import json,sys; d=json.loads(sys.argv[1])
-for k in sys.argv[2].split("."): d = d[k]
-print(d)' "$1" "$2"; }
 KAFKA_VERSION=$(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' scripts/kafka/pom.xml)
 [ -n "$KAFKA_VERSION" ] || die "no <kafka.version> in scripts/kafka/pom.xml"
 record measure=meta broker="apache-kafka $KAFKA_VERSION" git_head="$(git rev-parse HEAD 2>/dev/null || echo unknown)" \
@@ -176,14 +173,12 @@ sample_rss() { # pid seconds file → SAMPLER (pid): "epoch<TAB>VmRSS kB" lines 
     done ) >"$3" 2>/dev/null &
   SAMPLER=$!; PIDS+=("$SAMPLER")
 }
-health_field() { # port field → that field of a gateway's /api/logs/health; -1 when unknown
-  curl -fsS "http://127.0.0.1:$1/api/logs/health" 2>/dev/null | python3 -c 'import json,sys
-try:
-    v = json.load(sys.stdin).get(sys.argv[1])
-except Exception:
-    v = None
-print(-1 if v is None else v)' "$2"
-}
+# jfield KEY: that key of the JSON object on stdin; -1 when it is absent or unreadable.
+jfield() { python3 -c 'import json,sys
+try: v = json.load(sys.stdin).get(sys.argv[1])
+except Exception: v = None
+print(-1 if v is None else v)' "$1"; }
+health_field() { curl -fsS "http://127.0.0.1:$1/api/logs/health" 2>/dev/null | jfield "$2"; }
 # timed_wait SECONDS INTERVAL COMMAND...: polls until COMMAND succeeds, prints the seconds it took.
 timed_wait() {
   local t0 deadline=$((SECONDS + $1)) interval=$2
@@ -230,7 +225,7 @@ measure_p1_to_p4() {
   # like the single-event body (one correlationId, so one partition).
   inflight() {
     "$BIN/bare-producer" --brokers "$BROKERS" --topic bench-events --events 20000 \
-      --key "$(jget "$(cat "$RUN/single.json")" correlationId)" --in-flight "$1" --duration "$DUR"
+      --key "$(jfield correlationId <"$RUN/single.json")" --in-flight "$1" --duration "$DUR"
   }
   say "P1/P3 warm-up (${WARM}s each)"
   for u in "$bare" "$gw" "$ge"; do closed "$u" "$WARM" >/dev/null; done
@@ -379,7 +374,7 @@ measure_p5_p6() {
   timed_wait 60 0.25 lag_below 1000 >/dev/null || die "lag probe never reported a lag below 1000"
   r=$(p5_load "$PROBE_PORT" 0 256 "$P5_SEARCH")
   record measure=P5 side=search step=closed-loop r="$r" lag_after="$(lag_now)"
-  closed_rate=$(jget "$r" accepted_per_sec)
+  closed_rate=$(jfield accepted_per_sec <<<"$r")
   S=$(awk -v c="$closed_rate" 'BEGIN{printf "%d", int(c * 0.9 / 100) * 100}')
   for _ in 1 2 3 4 5; do
     catch_up
