@@ -123,7 +123,10 @@ trap cleanup EXIT
 
 say "building release binaries (no-op when up to date)"
 cargo build --release -q -p api-gateway -p log-consumer -p bench-baselines
-BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release
+# A private copy: another build into the same target dir cannot swap a binary mid-run.
+BIN=$RUN/bin
+mkdir -p "$BIN"
+cp "${CARGO_TARGET_DIR:-$ROOT/target}"/release/{api-gateway,log-consumer,bare-axum,bare-consumer,bare-producer,loadgen} "$BIN/"
 loadgen() { "$BIN/loadgen" "$@"; }
 
 say "starting Apache Kafka (one node, data in $KAFKA_DATA)"
@@ -319,7 +322,7 @@ produce_sum_count() {
 # traffic of its own is the lag probe (LAG_INTERVAL_MS=500); the limited gateways have their
 # real flow control (RATE_MAX=cap, RATE_MIN=cap/10, lag every 5 s).
 start_p5_pipeline() {
-  "${PSQL[@]}" -c "TRUNCATE log_events" >/dev/null
+  [ "$MODE" = p5 ] || "${PSQL[@]}" -c "TRUNCATE log_events" >/dev/null   # p5 mode: a fresh database
   P5_GROUP="bench-p5-$DB"; CONS_PORT=$(free_port)
   start_consumer consumer-p5 bench-p5 "$P5_GROUP"; P5_CONS_PID=$STARTED
   PROBE_PORT=$(free_port)
