@@ -1,621 +1,370 @@
 #!/usr/bin/env python3
-"""Aggregate bench/run.sh raw measurements into bench/results.json and docs/BENCHMARKS.md."""
-import datetime
+"""bench/run.sh's raw.jsonl → bench/results.json + docs/BENCHMARKS.md: numbers and tables only.
+
+    bench/report.py RAW                  the full report
+    bench/report.py --side-by-side RAW   P5's p99 ratio per configuration (./bench/run.sh p5)
+
+One function per measure; each returns its results.json entry, its rows of the results table
+and its detail table. What the numbers mean and what was tried: bench/optimisations.md."""
 import json
 import os
-import re
 import statistics
 import subprocess
 import sys
 
-raw, quick, reps, dur, conns, p2_events, p4_events, run_dir = sys.argv[1:9]
-quick = quick == "1"
-rows = [json.loads(line) for line in open(raw) if line.strip()]
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NCPU = os.cpu_count() or 2
+GOALS = {"P1": 0.5, "P2": 0.9, "P3": 0.85, "P3x": 0.85, "P4": 0.7, "P5": 0.95}
+med = statistics.median
 
 
-def broker_name():
-    """The broker the run measured: what run.sh recorded, else the version scripts/kafka.sh installs."""
-    meta = next((r for r in rows if r.get("measure") == "meta"), {})
-    if meta.get("broker"):
-        return meta["broker"]
-    try:
-        m = re.search(r"<kafka\.version>\s*([^<\s]+)\s*</kafka\.version>",
-                      open(os.path.join(ROOT, "scripts/kafka/pom.xml")).read())
-    except OSError:
-        m = None
-    return f"apache-kafka {m.group(1)}" if m else "apache-kafka (version unknown)"
-
-
-BROKER = broker_name()                                        # e.g. "apache-kafka 4.1.1"
-BROKER_TEXT = BROKER.replace("apache-kafka", "Apache Kafka")  # for prose
-
-
-def sh(cmd):
-    try:
-        return subprocess.run(cmd, shell=True, capture_output=True, text=True, timeout=10).stdout.strip()
-    except Exception as e:  # noqa: BLE001 - description only
-        return f"({e})"
-
-
-def get(measure, side):
-    return sorted((r for r in rows if r.get("measure") == measure and r.get("side") == side),
-                  key=lambda r: r["rep"])
-
-
-def rate(measure, r):
-    """Events (rows) per second of one repetition."""
-    x = r["r"]
-    if measure in ("P3", "P3x") and "span_s" in r:
-        # answered at enqueue: events ÷ (load + time until the producer queue drained)
-        return x["n202"] / r["span_s"]
-    if measure in ("P1", "P3", "P3x"):
-        return x["rps_202"]
-    if measure == "P2":
-        return x["rps_202"] * r.get("events_per_request", 1) if "rps_202" in x else x["events_per_sec"]
-    if measure == "P4":
-        if "seconds" in x:
-            return x["rows"] / x["seconds"]
-        if x.get("stored_span_s"):
-            return (x["rows"] - x["first_batch_rows"]) / x["stored_span_s"]
-        return (x["rows"] - x["first_rows"]) / max(x["t1"] - x["t0"], 1e-9)
-    raise KeyError(measure)
-
-
-def spread(values):
-    return {"min": min(values), "median": statistics.median(values), "max": max(values),
-            "values": values}
-
-
-GOALS = {"P1": 0.5, "P2": 0.8, "P3": 0.85, "P3x": 0.85, "P4": 0.7}
-P3X_CONNS = int(conns) * 4
-DESC = {
-    "P1": ("gateway POST /api/logs accepted events/s ÷ bare axum handler (serde parse → 202)",
-           "bare-axum", f"oha -c {conns}, same single-event body"),
-    "P2": ("gateway POST /api/logs/batch (100 events/request) events/s ÷ bare rdkafka BaseProducer loop",
-           "bare-producer", f"oha -c 32 vs {p2_events} pre-serialized records, same broker, same producer settings"),
-    "P3": ("gateway 202-after-delivery-report ÷ same gateway with BENCH_ACK_ON_ENQUEUE=true (sustained: until its queue drained)",
-           "gateway (ack on enqueue)", f"oha -c {conns}, single events"),
-    "P3x": ("P3 with 4× the connections (enough requests in flight to cover the acknowledgement wait)",
-            "gateway (ack on enqueue)", f"oha -c {P3X_CONNS}, single events"),
-    "P4": ("consumer rows/s draining a backlog ÷ psql \\copy of the same rows into log_events",
-           "psql \\copy", f"{p4_events} events"),
-}
-
-MEASURES = ("P1", "P2", "P3", "P3x", "P4")
-results, table, details = {"broker": BROKER}, [], []  # broker first in results.json
-for m in MEASURES:
-    b = [rate(m, r) for r in get(m, "baseline")]
-    o = [rate(m, r) for r in get(m, "ours")]
-    if not b or not o:
-        results[m] = {"baseline": None, "ours": None, "ratio": None, "status": "not measured: run failed"}
-        continue
-    per_rep = [oo / bb for oo, bb in zip(o, b)]
-    res = {"baseline": statistics.median(b), "ours": statistics.median(o),
-           "ratio": statistics.median(o) / statistics.median(b), "unit": "events/s",
-           "goal": GOALS[m], "baseline_reps": spread(b), "ours_reps": spread(o),
-           "ratio_per_rep": spread(per_rep), "description": DESC[m][0], "setup": DESC[m][2]}
-    results[m] = res
-
-# CPU-seconds per 1 000 events
-cpu = {}
-for m, key in (("P1", "gateway"), ("P2", "gateway"), ("P1", "broker"), ("P2", "broker"),
-               ("P4", "consumer"), ("P4", "broker")):
-    vals = []
-    for r in get(m, "ours"):
-        if key in r.get("cpu", {}):
-            ev = r["r"]["n202"] * r.get("events_per_request", 1) if m != "P4" else r["r"]["rows"]
-            if ev:
-                vals.append(r["cpu"][key] / ev * 1000)
-    if vals:
-        cpu[f"{key} ({m})"] = statistics.median(vals)
-bvals = [r["cpu"]["broker"] / r["r"]["events"] * 1000 for r in get("P2", "baseline") if r["r"].get("events")]
-if bvals:
-    cpu["broker (P2 bare-producer)"] = statistics.median(bvals)
-
-# P4 database-side rate from the consumer's histograms
-db_rates = []
-for r in get("P4", "ours"):
-    x = r["r"]
-    if x.get("batch_seconds_sum"):
-        db_rates.append(x["batch_rows"] / x["batch_seconds_sum"])
-if "P4" in results and results["P4"]["ours"] is not None:
-    results["P4"]["consumer_db_side_rows_per_sec_per_writer"] = spread(db_rates) if db_rates else None
-    results["P4"]["note"] = ("the database-side rate is rows per second of batch-write time (sum of "
-                             "consumer_batch_size / sum of consumer_batch_duration_seconds), per writer "
-                             "(DB_CONCURRENCY=4 run at once)")
-
-p3b = get("P3", "baseline")
-if p3b and results.get("P3", {}).get("ours"):
-    raw_b = [r["r"]["rps_202"] for r in p3b]
-    results["P3"]["baseline_answer_rate"] = statistics.median(raw_b)
-    results["P3"]["ratio_answer_rate"] = results["P3"]["ours"] / statistics.median(raw_b)
-    if all("drain_s" in r for r in p3b):
-        results["P3"]["baseline_drain_s"] = spread([r["drain_s"] for r in p3b])
-    results["P3"]["note"] = ("baseline = events answered at enqueue ÷ (load duration + time until that gateway's producer "
-                             "queue was empty); ratio_answer_rate uses its bare answer rate instead")
-
-# Broker ceilings measured in this run: what no gateway / consumer could beat on this broker.
-ceil4 = [r["r"]["events_per_sec"] for r in get("P4", "ceiling")]
-if ceil4 and results.get("P4", {}).get("ours"):
-    c = statistics.median(ceil4)
-    results["P4"]["broker_fetch_ceiling_rows_per_sec"] = spread(ceil4)
-    results["P4"]["ours_vs_fetch_ceiling"] = results["P4"]["ours"] / c
-    results["P4"]["fetch_ceiling_vs_copy"] = c / results["P4"]["baseline"]
-    results["P4"]["note"] = (f"ours = {results['P4']['ours_vs_fetch_ceiling']:.3f} of the fetch ceiling measured in "
-                             "this run (bare-consumer reading the same backlog, storing nothing); "
-                             + results["P4"]["note"])
-    # CPU ceiling: reading a record (bare consumer run: broker + client, machine-wide) plus
-    # storing a row (\copy run: psql + PostgreSQL, machine-wide), all on the same cores.
-    read_s = [r["cpu"]["machine"] / r["r"]["events"] for r in get("P4", "ceiling")
-              if r["r"].get("events") and "machine" in r.get("cpu", {})]
-    store_s = [r["cpu"]["machine"] / r["r"]["rows"] for r in get("P4", "baseline") if "machine" in r.get("cpu", {})]
-    if read_s and store_s:
-        rd, st = statistics.median(read_s), statistics.median(store_s)
-        results["P4"]["cpu_ceiling"] = {
-            "cores": NCPU, "read_machine_us_per_record": rd * 1e6, "copy_machine_us_per_row": st * 1e6,
-            "rows_per_sec": NCPU / (rd + st), "ratio": NCPU / ((rd + st) * results["P4"]["baseline"])}
-if results.get("P1", {}).get("ours") and results.get("P2", {}).get("baseline"):
-    results["P1"]["broker_ceiling_ratio"] = results["P2"]["baseline"] / results["P1"]["baseline"]
-    results["P1"]["note"] = ("broker_ceiling_ratio = bare rdkafka producer events/s (P2 baseline: no HTTP at all) ÷ "
-                             "bare axum requests/s: the highest P1 any gateway that waits for the broker's ack could reach here")
-    # CPU ceiling: the broker's CPU per event plus the machine time of one bare axum request
-    # (its HTTP, parse, generator and kernel share), all on the same cores.
-    bare_busy = [r["cpu"]["machine"] / r["r"]["seconds"] for r in get("P1", "baseline") if "machine" in r.get("cpu", {})]
-    br_ev = [r["cpu"]["broker"] / r["r"]["n202"] for r in get("P1", "ours") if r["r"]["n202"] and "broker" in r.get("cpu", {})]
-    if bare_busy and br_ev:
-        busy_a = statistics.median(bare_busy)
-        c_a = busy_a / results["P1"]["baseline"]  # machine seconds per bare axum request
-        b = statistics.median(br_ev)               # broker CPU seconds per accepted event
-        results["P1"]["cpu_ceiling"] = {
-            "cores": NCPU, "bare_axum_busy_cores": busy_a, "bare_axum_machine_us_per_request": c_a * 1e6,
-            "broker_us_per_event": b * 1e6, "events_per_sec": NCPU / (c_a + b),
-            "ratio": NCPU / ((c_a + b) * results["P1"]["baseline"])}
-
-# The bound at the same connections: a closed-loop bare producer keeping as many records
-# awaiting their acknowledgement as the HTTP clients have requests in flight (no HTTP at all).
-# P3 shares P1's (same connections); P3x has its own.
-for m, src in (("P1", "P1"), ("P3", "P1"), ("P3x", "P3x")):
-    inf = get(src, "inflight")
-    if inf and results.get(m, {}).get("ours"):
-        v = [r["r"]["events_per_sec"] for r in inf]
-        c = statistics.median(v)
-        results[m]["inflight_ceiling"] = {
-            "in_flight": inf[0]["r"]["in_flight"], "events_per_sec": spread(v),
-            "ack_latency_mean_ms": statistics.median(r["r"]["ack_latency_mean_ms"] for r in inf),
-            "ack_latency_p99_ms": statistics.median(r["r"]["ack_latency_p99_ms"] for r in inf),
-            "ratio": c / results[m]["baseline"], "ours_vs_ceiling": results[m]["ours"] / c}
-
-rss = next((r["r"] for r in rows if r.get("measure") == "rss"), {})
-
-
-def rss_profile(path, t0, t1):
-    """Peak RSS (MiB) of a sampled run and how it moved: first third vs last third."""
-    try:
-        pts = [(float(a), int(b)) for a, b in (l.split("\t") for l in open(path) if l.strip().count("\t") == 1 and l.split("\t")[1].strip())]
-    except FileNotFoundError:
-        return None
-    pts = [(t, kb) for t, kb in pts if t0 <= t <= t1] or pts
-    if not pts:
-        return None
-    n = len(pts)
-    third = max(n // 3, 1)
-    first = max(kb for _, kb in pts[:third]) / 1024
-    last = max(kb for _, kb in pts[-third:]) / 1024
-    return {"peak_mib": max(kb for _, kb in pts) / 1024, "first_third_max_mib": first,
-            "last_third_max_mib": last, "growth_last_vs_first": last / first - 1 if first else None,
-            "samples": n, "seconds": t1 - t0}
-
-
-# P5: overload behaviour of the whole pipeline, per gateway configuration
-search = [r for r in rows if r.get("measure") == "P5" and r.get("side") == "search"]
-
-
-def p99(run):
-    """p99 of the accepted answers of one recorded loadgen run, in ms."""
-    return run["r"]["accepted_latency"]["p99_ms"]
-
-
-def p5_summary(config):
-    def side(name):
-        return [r for r in get("P5", name) if r.get("config", "peak") == config]
-    half, over = side("half"), side("over")
-    if not half or not over:
-        return None
-    S = over[0]["S"]
-    goodput = [r["r"]["accepted_per_sec"] for r in over]
-    offered = [r["r"]["sent_per_sec"] for r in over]
-    p99_half = [p99(r) for r in half]
-    p99_over = [p99(r) for r in over]
-    svc_over = [(r["r"].get("accepted_service_latency") or {}).get("p99_ms") for r in over]
-    p99_ratio = [o / h for o, h in zip(p99_over, p99_half)]
-    recovery = [r["recovery_s"] for r in over if r.get("recovery_s") is not None]
-    lat = {k: spread([r["r"]["accepted_latency"][k] for r in half]) for k in ("p50_ms", "p90_ms", "p99_ms", "max_ms")}
-    busy = [r["cpu"]["machine"] / r["r"]["seconds"] for r in over if "machine" in r.get("cpu", {})]
-    # 100 % of the capacity with nothing refused (runs from before this side existed have none)
-    full = {r["rep"]: r for r in side("full")}
-    p99_full = [p99(full[r["rep"]]) for r in over if r["rep"] in full]
-    over_vs_full = [p99(r) / p99(full[r["rep"]]) for r in over if r["rep"] in full]
-    # the machine's share: one generator offers 3x, 1 in 3 requests to the limiter-free
-    # gateway and 2 in 3 to bare axum (only the configuration that runs it)
-    bound = {r["rep"]: r for r in side("bound")}
-    p99_bound = [p99(bound[r["rep"]]) for r in over if r["rep"] in bound]
-    bound_vs_half = [p99(bound[o["rep"]]) / p99(h) for o, h in zip(over, half) if o["rep"] in bound]
-    bound_busy = [b["cpu"]["machine"] / b["r"]["seconds"] for b in bound.values()]
-    bound_axum_sent = [b["r"]["side"]["sent_per_sec"] for b in bound.values() if b["r"].get("side")]
-    bound_goodput = [b["r"]["accepted_per_sec"] for b in bound.values()]
-    cpu_over = {}
-    for r in over:
-        if r["r"]["accepted"]:
-            for k in ("gateway", "broker", "consumer"):
-                cpu_over.setdefault(k, []).append(r["cpu"][k] / r["r"]["accepted"] * 1000)
-    return {
-        "baseline": S, "ours": statistics.median(goodput), "ratio": statistics.median(goodput) / S,
-        "unit": "events/s", "goal": 0.9, "capacity": S, "peak": over[0].get("peak", S),
-        "description": "goodput (202/s) with 3x the capacity offered ÷ the capacity (RATE_MAX)",
-        "goodput_reps": spread(goodput),
-        "offered_per_sec": spread(offered),
-        "offered_multiple": statistics.median(offered) / S,
-        "p99_ratio": statistics.median(p99_ratio), "p99_ratio_goal": 3.0, "p99_ratio_reps": spread(p99_ratio),
-        "p99_accepted_overload_ms": spread(p99_over), "p99_accepted_half_load_ms": spread(p99_half),
-        "p99_accepted_overload_service_ms": spread([x for x in svc_over if x is not None]) if any(svc_over) else None,
-        "recovery_s": statistics.median(recovery) if recovery else None, "recovery_goal_s": 60,
-        "recovery_reps": spread(recovery) if recovery else None,
-        "lag_at_stop": [r.get("lag_at_stop") for r in over],
-        "status_counts_overload": [r["r"]["by_status"] for r in over],
-        "missing_retry_after": sum(r["r"]["missing_retry_after"] for r in over),
-        "generator_late_starts": [r["r"]["late_starts"] for r in over],
-        "machine_busy_cores_overload": spread(busy) if busy else None,
-        "p99_accepted_full_load_ms": spread(p99_full) if p99_full else None,
-        "p99_overload_vs_full_load": spread(over_vs_full) if over_vs_full else None,
-        "full_load_ratio_vs_half": (statistics.median(p99_full) / statistics.median(p99_half)) if p99_full else None,
-        "full_load_accepted_share": statistics.median(f["r"]["accepted"] / f["r"]["requests"] for f in full.values())
-        if full else None,
-        "p99_bound_ms": spread(p99_bound) if p99_bound else None,
-        "p99_bound_ratio": statistics.median(bound_vs_half) if bound_vs_half else None,
-        "p99_bound_ratio_reps": spread(bound_vs_half) if bound_vs_half else None,
-        "bound_machine_busy_cores": spread(bound_busy) if bound_busy else None,
-        "bound_axum_sent_per_sec": spread(bound_axum_sent) if bound_axum_sent else None,
-        "bound_goodput_ratio": statistics.median(bound_goodput) / S if bound_goodput else None,
-        "bound_goodput_ratio_reps": spread([g / S for g in bound_goodput]) if bound_goodput else None,
-        "latency_at_half_load_ms": lat,
-        "cpu_s_per_1000_accepted_overload": {k: statistics.median(v) for k, v in cpu_over.items()},
-        "overload_timeline": timeline_summary(over),
-    }
-
-
-def timeline_summary(over):
-    """Per repetition: the overload's first second (accepted, p99) against the later seconds
-    (median and max of their per-second p99), from loadgen's timeline."""
-    out = []
-    for r in over:
-        t = r["r"].get("timeline") or []
-        first = [x for x in t if x["second"] == 0]
-        rest = [x["p99_ms"] for x in t if x["second"] > 0 and x["p99_ms"] is not None]
-        if not first or not rest:
-            continue
-        out.append({"first_second_accepted": first[0]["accepted"], "first_second_p99_ms": first[0]["p99_ms"],
-                    "later_seconds_p99_ms_median": statistics.median(rest), "later_seconds_p99_ms_max": max(rest)})
-    return out
-
-
-p5_peak, p5_head = p5_summary("peak"), p5_summary("headroom")
-if p5_peak:
-    results["P5"] = dict(p5_peak)
-    results["P5"]["sustainable_rate"] = p5_peak["capacity"]
-    results["P5"]["search"] = [{"step": r["step"], "accepted_per_sec": r["r"]["accepted_per_sec"],
-                                "p99_ms": (r["r"]["accepted_latency"] or {}).get("p99_ms"), "lag_after": r.get("lag_after")}
-                               for r in search]
-    if p5_head:
-        results["P5"]["headroom_config"] = p5_head
-    for k, v in p5_peak["cpu_s_per_1000_accepted_overload"].items():
-        cpu[f"{k} (P5 3x overload, per accepted event)"] = v
-else:
-    results["P5"] = {"baseline": None, "ours": None, "ratio": None, "status": "not measured: run failed"}
-
-# P6: memory under overload and while draining a large backlog
-p6g = next((r for r in rows if r.get("measure") == "P6" and r.get("side") == "gateway"), None)
-p6c = next((r for r in rows if r.get("measure") == "P6" and r.get("side") == "consumer"), None)
-if p6g and p6c:
-    g = rss_profile(p6g["rss_log"], p6g["t0"], p6g["t1"]) or {}
-    c = rss_profile(p6c["rss_log"], p6c["t0"], p6c["t1"]) or {}
-    g["hwm_mib"] = p6g["hwm_kb"] / 1024
-    c["hwm_mib"] = p6c["hwm_kb"] / 1024
-    g["offered_events_per_sec"] = p6g["r"]["sent_per_sec"] * 100
-    g["accepted_events_per_sec"] = p6g["r"]["accepted_per_sec"] * 100
-    g["status_counts"] = p6g["r"]["by_status"]
-    c["backlog_events"] = p6c["events"]
-    c["rows_per_sec"] = p6c["events"] / (p6c["t1"] - p6c["t0"])
-    results["P6"] = {
-        "baseline": {"gateway_limit_mib": 150, "consumer_limit_mib": 200},
-        "ours": {"gateway_peak_mib": g.get("hwm_mib"), "consumer_peak_mib": c.get("hwm_mib")},
-        "ratio": max(g["hwm_mib"] / 150, c["hwm_mib"] / 200),
-        "description": "peak RSS (VmHWM) ÷ limit, worst of gateway (10x overload) and consumer (backlog drain); < 1 meets the goal",
-        "gateway": g, "consumer": c,
-    }
-else:
-    results["P6"] = {"baseline": None, "ours": None, "ratio": None, "status": "not measured: run failed"}
-results["P6"]["observed_rss_kb"] = rss
-results["cpu_seconds_per_1000_events"] = cpu
-# The revision and time the run started with (recorded by run.sh), so that regenerating the
-# report from the same raw data later does not misdate it.
-meta = next((r for r in rows if r.get("measure") == "meta"), None)
-if meta:
-    head, dirty, now = meta["git_head"], str(meta["uncommitted_paths"]), meta["date"]
-else:
-    head = sh(f"git -C {ROOT} rev-parse HEAD")
-    dirty = sh(f"git -C {ROOT} status --porcelain | wc -l")
-    now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-results["meta"] = {"date": now, "git_head": head, "uncommitted_paths": int(dirty or 0), "quick": quick,
-                   "repetitions": int(reps), "duration_per_rep": dur, "connections": int(conns),
-                   "nproc": sh("nproc")}
-json.dump(results, open(os.path.join(ROOT, "bench/results.json"), "w"), indent=2)
-open(os.path.join(ROOT, "bench/results.json"), "a").write("\n")
+def spread(v):
+    return {"min": min(v), "median": med(v), "max": max(v), "values": v} if v else None
 
 
 def f(x, digits=0):
     return "–" if x is None else f"{x:,.{digits}f}"
 
 
-lines = ["# Benchmarks", "",
-         "Generated by `./bench/run.sh" + (" --quick" if quick else "") + "` — do not edit by hand; rerun it.",
-         "Every number that matters is a **ratio of medians measured side by side in one run** "
-         "(baseline and ours alternate within each repetition), because the machine is shared and "
-         "absolute rates drift.", "",
-         f"- date: {now}", f"- `git rev-parse HEAD`: `{head}` (+{dirty} uncommitted paths at run time)",
-         f"- mode: {'--quick' if quick else 'full'}; {reps} repetitions of {dur} per side after a warm-up; oha -c {conns}",
-         "- services: release build, `REDIS_URL=''`, `RATE_MAX=RATE_MIN=1000000`, `SHED_BELOW=TRACE` (limiter out of the way); "
-         f"own one-node {BROKER_TEXT} (KRaft, `scripts/kafka.sh`) on a free port; fresh PostgreSQL database", "",
-         "## Results", "",
-         "| measure | baseline | baseline events/s (median) | ours events/s (median) | ratio (of medians) | ratio per rep min / median / max | baseline min / median / max | ours min / median / max | goal |",
-         "|---|---|---:|---:|---:|---|---|---|---:|"]
-for m in MEASURES:
-    r = results[m]
-    if r["ours"] is None:
-        lines.append(f"| {m} | – | – | – | – | {r['status']} | | | |")
-        continue
-    g = GOALS[m]
-    ok = "" if g is None else (" ✅" if r["ratio"] >= g else " ❌")
-    br, orr, pr = r["baseline_reps"], r["ours_reps"], r["ratio_per_rep"]
-    lines.append(f"| **{m}** {DESC[m][0]} | {DESC[m][1]} ({DESC[m][2]}) | {f(r['baseline'])} | {f(r['ours'])} | "
-                 f"**{r['ratio']:.3f}**{ok} | {pr['min']:.3f} / {pr['median']:.3f} / {pr['max']:.3f} | "
-                 f"{f(br['min'])} / {f(br['median'])} / {f(br['max'])} | {f(orr['min'])} / {f(orr['median'])} / {f(orr['max'])} | "
-                 f"{'≥ ' + str(g) if g else '–'} |")
-p5 = results["P5"]
-# the two P5 gateway configurations, in the order the report lists them
-p5_configs = (("capacity = peak ÷ 2", p5.get("headroom_config")), ("capacity = peak", p5))
+def mmm(s, digits=3):
+    return "–" if not s else f"{s['min']:.{digits}f} / {s['median']:.{digits}f} / {s['max']:.{digits}f}"
 
 
-def p5_rows(x, label):
-    gr, pr_, rr = x["goodput_reps"], x["p99_ratio_reps"], x["recovery_reps"]
-    ok = lambda c: " ✅" if c else " ❌"  # noqa: E731
-    rec = x["recovery_s"]
-    S = x["capacity"]
-    svc = x.get("p99_accepted_overload_service_ms")
-    out = [f"| **P5 {label}** goodput with 3× the capacity offered ÷ capacity | capacity RATE_MAX = {f(S)} events/s; "
-           f"offered {f(x['offered_per_sec']['median'])}/s = {x['offered_multiple']:.1f}×"
-           + (f"; bound run (excess to bare axum): {x['bound_goodput_ratio']:.3f}" if x.get("bound_goodput_ratio") else "")
-           + f" | {f(S)} | {f(x['ours'])} | "
-           f"**{x['ratio']:.3f}**{ok(x['ratio'] >= 0.9)} | "
-           f"{gr['min'] / S:.3f} / {gr['median'] / S:.3f} / {gr['max'] / S:.3f} | | "
-           f"{f(gr['min'])} / {f(gr['median'])} / {f(gr['max'])} | ≥ 0.9 |",
-           f"| **P5 {label}** p99 of accepted at 3× ÷ p99 at 50 % load (from scheduled send time) | "
-           f"p99 at 50 %: {x['p99_accepted_half_load_ms']['median']:.1f} ms | | "
-           f"p99 at 3×: {x['p99_accepted_overload_ms']['median']:.1f} ms"
-           + (f" (from actual send: {svc['median']:.1f} ms)" if svc else "") +
-           f" | **{x['p99_ratio']:.2f}**{ok(x['p99_ratio'] <= 3)} | "
-           f"{pr_['min']:.2f} / {pr_['median']:.2f} / {pr_['max']:.2f} | | | ≤ 3 |",
-           f"| **P5 {label}** seconds until lag < 10 000 after the overload stops | lag at stop: {x['lag_at_stop']} | | "
-           f"{'–' if rec is None else f'{rec:.1f} s'} | {'–' if rec is None else f'**{rec:.1f} s**'}{ok(rec is not None and rec <= 60)} | "
-           + (f"{rr['min']:.1f} / {rr['median']:.1f} / {rr['max']:.1f} s" if rr else "–") + " | | | ≤ 60 s |"]
-    return out
+def get(rows, measure, side, config=None):
+    return sorted((r for r in rows if r.get("measure") == measure and r.get("side") == side
+                   and (config is None or r.get("config") == config)), key=lambda r: r.get("rep", 0))
 
 
-if p5.get("ours") is not None:
-    lines += p5_rows(p5, "(capacity = peak)")
-    if p5.get("headroom_config"):
-        lines += p5_rows(p5["headroom_config"], "(capacity = peak ÷ 2)")
-else:
-    lines.append(f"| P5 | – | – | – | – | {p5['status']} | | | |")
-p6 = results["P6"]
-if p6.get("ours") is not None:
-    for who, lim in (("gateway", 150), ("consumer", 200)):
-        x = p6[who]
-        what = (f"gateway under 10× overload ({f(x['offered_events_per_sec'])} events/s offered as 100-event batches)"
-                if who == "gateway" else f"consumer draining a {f(x['backlog_events'])}-event backlog")
-        flat = x.get("growth_last_vs_first")
-        lines.append(f"| **P6** peak RSS, {what} | limit {lim} MiB | | {x['hwm_mib']:.1f} MiB | **{x['hwm_mib'] / lim:.2f}** of the limit"
-                     f"{' ✅' if x['hwm_mib'] < lim else ' ❌'} | last third vs first third of the run: "
-                     + ("–" if flat is None else f"{flat * 100:+.1f} %") + " | | | "
-                     f"< {lim} MiB, flat |")
-else:
-    lines.append(f"| P6 | – | – | – | – | {p6['status']} | | | |")
+def per_1000(cpu_s, events):
+    return cpu_s / events * 1000 if events else None
 
-lines += ["", "## What bounds the ratios (evidence from this run)", ""]
-p1o = get("P1", "ours")
-if p1o:
-    avg = statistics.median(r["r"]["avg_s"] for r in p1o if r["r"].get("avg_s"))
-    secs = [r["r"]["seconds"] for r in p1o]
-    gw_cores = statistics.median(r["cpu"]["gateway"] / s_ for r, s_ in zip(p1o, secs))
-    br_cores = statistics.median(r["cpu"]["broker"] / s_ for r, s_ in zip(p1o, secs))
-    p3 = results.get("P3", {})
-    busy = [r["cpu"]["machine"] / s_ for r, s_ in zip(p1o, secs) if "machine" in r.get("cpu", {})]
-    prod = [r["produce"]["sum_s"] / r["produce"]["count"] for r in p1o
-            if r.get("produce") and r["produce"]["count"] > 0]
-    text = (f"- **P1 (single events, 202 after the delivery report)**: {conns} connections, mean latency "
-            f"{avg * 1000:.2f} ms; during those runs the gateway used {gw_cores:.2f} cores and the broker {br_cores:.2f} cores")
-    if busy and prod:
-        b, pm = statistics.median(busy), statistics.median(prod)
-        text += (f", the whole machine {b:.2f} of its {NCPU} cores (load generator and loopback TCP included). "
-                 f"Of each request's {avg * 1000:.2f} ms, {pm * 1000:.2f} ms (median of the per-repetition means) were the "
-                 "produce round trip, enqueue → acks=all delivery report (up to `linger.ms` = 5 of batching, then the "
-                 "broker's write and acknowledgement). ")
-        if b >= 0.9 * NCPU:
-            text += ("The cores were saturated: the ratio is bounded by CPU per event: the gateway's, the broker's "
-                     "(see the CPU table) and the generator's, all on the same cores.")
-        else:
-            text += (f"The cores were not saturated, so at {conns} connections throughput is connections ÷ latency "
-                     f"({conns} ÷ {avg * 1000:.2f} ms = {f(int(conns) / avg)}/s), and the latency is mostly the broker's "
-                     "acknowledgement: a bare axum answer does not wait for one. On this machine the CPU per event "
-                     "changes by 2–3× between runs (shared host), so whether P1 is CPU- or latency-bound changes too; "
-                     "a lower `KAFKA_LINGER_MS` shortens the round trip at a large cost in gateway CPU per event and still "
-                     "falls well short of the goals (optimisation log, entry 12).")
-    else:
-        text += (", the load generator and the kernel's loopback TCP the rest of the two cores. The gateway's and "
-                 "the broker's CPU per event are in the CPU table.")
-    lines.append(text)
-    if p3.get("ratio_answer_rate") is not None:
-        dr = p3.get("baseline_drain_s")
-        lines.append(
-            f"- **P3**: answering at enqueue, the same gateway answered {f(p3['baseline_answer_rate'])} requests/s, "
-            f"but those events were not at the broker yet: its producer queue needed a further "
-            f"{dr['median']:.2f} s (median) to drain after each run, so it sustained {f(p3['baseline'])} events/s into the broker. "
-            f"The ratio uses the sustained rate ({p3['ratio']:.3f}); against the bare answer rate it is "
-            f"{p3['ratio_answer_rate']:.3f}. Answering at enqueue only moves the broker's work after the answer (and "
-            "loses every queued event on a crash); it does not make the broker faster. With the cores not saturated "
-            "(see P1), the early answer also skips the acknowledgement wait, which at a fixed number of connections "
-            "is what sets the ack-after-delivery rate."
-            + (f" With {P3X_CONNS} connections (row P3x) enough requests are in flight to cover that wait: "
-               f"ack-after-delivery {f(results['P3x']['ours'])} events/s against {f(results['P3x']['baseline'])} "
-               f"sustained at enqueue, ratio {results['P3x']['ratio']:.3f}."
-               if results.get("P3x", {}).get("ours") else ""))
-p2 = results.get("P2", {})
-if p2.get("ours"):
-    lines.append(f"- **P2 (batches of 100)**: gateway {f(p2['ours'])} events/s vs bare producer {f(p2['baseline'])}; "
-                 "both push the same broker with the same producer settings, so the broker's produce rate bounds both.")
-p4o = get("P4", "ours")
-if p4o and db_rates:
-    p4 = results["P4"]
-    drain = [r["r"]["t1"] - r["r"]["ready_t"] for r in p4o if r["r"].get("ready_t")]
-    br = [r["cpu"]["broker"] / d for r, d in zip(p4o, drain) if d > 0]
-    co = [r["cpu"]["consumer"] / d for r, d in zip(p4o, drain) if d > 0]
-    lines.append(
-        f"- **P4**: the consumer stored a median {f(p4['ours'])} rows/s (rows after the first batch ÷ span of the "
-        f"batches' `stored_at`). Its database side alone does {f(statistics.median(db_rates))} rows per second of "
-        f"batch-write time per writer (min {f(min(db_rates))}, max {f(max(db_rates))}; sums of `consumer_batch_size` ÷ "
-        f"`consumer_batch_duration_seconds`), up to 4 writers at once; psql `\\copy` stores {f(p4['baseline'])} rows/s. "
-        + (f"From consumer-ready to last row (includes group join) the broker used {statistics.median(br):.2f} cores and the consumer "
-           f"{statistics.median(co):.2f} cores (medians). " if br and co else "")
-        + (f"Its rate is {p4['ours_vs_fetch_ceiling']:.3f} of the fetch ceiling measured in this run (below). "
-           if p4.get("ours_vs_fetch_ceiling") else "")
-        + f"The machine's {NCPU} cores are shared by the broker, PostgreSQL and the consumer.")
-p1 = results.get("P1", {})
-if p1.get("broker_ceiling_ratio"):
-    lines.append(f"- **Broker ceiling for P1**: the bare rdkafka producer (no HTTP, pre-serialized records, same settings) "
-                 f"pushed {f(results['P2']['baseline'])} events/s into this broker; ÷ bare axum's {f(p1['baseline'])} requests/s "
-                 f"= **{p1['broker_ceiling_ratio']:.3f}**. No gateway that answers 202 only after the broker's ack can exceed "
-                 f"that ratio on this broker and machine; ours reached {p1['ratio']:.3f}, i.e. "
-                 f"{p1['ratio'] / p1['broker_ceiling_ratio']:.0%} of the ceiling.")
-    cc = p1.get("cpu_ceiling")
-    if cc:
-        lines.append(
-            f"- **CPU ceiling for P1**: bare axum kept {cc['bare_axum_busy_cores']:.2f} of {cc['cores']} cores busy, i.e. "
-            f"{cc['bare_axum_machine_us_per_request']:.1f} µs of machine time per request (HTTP, parse, load generator, "
-            f"loopback TCP); the broker spent {cc['broker_us_per_event']:.1f} µs of CPU per accepted event. Even a gateway "
-            f"costing no more than bare axum per request would need {cc['bare_axum_machine_us_per_request'] + cc['broker_us_per_event']:.1f} µs "
-            f"per event on these {cc['cores']} cores, i.e. at most {f(cc['events_per_sec'])} events/s = "
-            f"**{cc['ratio']:.3f}** of bare axum. Ours reached {p1['ratio']:.3f}.")
-ic1, ic3, icx = (results.get(m, {}).get("inflight_ceiling") for m in ("P1", "P3", "P3x"))
-if ic1:
-    text = (f"- **Broker bound at the same connections (P1, P3)**: a bare rdkafka producer keeping {ic1['in_flight']} "
-            f"records awaiting their acknowledgement (`bare-producer --in-flight`, closed loop, same settings and key, no "
-            f"HTTP) got {f(ic1['events_per_sec']['median'])} acknowledged events/s (min {f(ic1['events_per_sec']['min'])}, "
-            f"max {f(ic1['events_per_sec']['max'])}; acknowledgement mean {ic1['ack_latency_mean_ms']:.2f} ms, p99 "
-            f"{ic1['ack_latency_p99_ms']:.2f} ms). No gateway whose {ic1['in_flight']} clients each wait for a 202 after "
-            f"the broker's ack can beat that on this broker: P1 ≤ **{ic1['ratio']:.3f}** (ours {p1['ratio']:.3f}, "
-            f"{ic1['ours_vs_ceiling']:.0%} of the bound)")
-    if ic3:
-        text += f", P3 ≤ **{ic3['ratio']:.3f}** (ours {results['P3']['ratio']:.3f})"
-    if icx:
-        text += (f". With {icx['in_flight']} in flight the same producer got {f(icx['events_per_sec']['median'])}/s "
-                 f"(acknowledgement mean {icx['ack_latency_mean_ms']:.2f} ms): P3x ≤ **{icx['ratio']:.3f}** "
-                 f"(ours {results['P3x']['ratio']:.3f}, {icx['ours_vs_ceiling']:.0%} of the bound)")
-    lines.append(text + ".")
-p4r = results.get("P4", {})
-if p4r.get("broker_fetch_ceiling_rows_per_sec"):
-    c = p4r["broker_fetch_ceiling_rows_per_sec"]
-    lines.append(f"- **Broker ceiling for P4**: a bare rdkafka consumer reading the same backlog and storing nothing "
-                 f"(`bare-consumer`, same fetch settings) got {f(c['median'])} records/s (min {f(c['min'])}, max {f(c['max'])}), "
-                 f"= **{p4r['fetch_ceiling_vs_copy']:.3f}** of `\\copy`. Our consumer, which also writes every row to "
-                 f"PostgreSQL on the same two cores, reached {p4r['ours_vs_fetch_ceiling']:.0%} of that ceiling.")
-    cc = p4r.get("cpu_ceiling")
-    if cc:
-        lines.append(
-            f"- **CPU ceiling for P4**: reading a record from this broker cost the machine {cc['read_machine_us_per_record']:.1f} µs "
-            f"(bare consumer runs: broker + client, all cores) and storing a row with `\\copy` {cc['copy_machine_us_per_row']:.1f} µs "
-            f"(psql + PostgreSQL). A consumer doing no more than both would still need "
-            f"{cc['read_machine_us_per_record'] + cc['copy_machine_us_per_row']:.1f} µs per row on these {cc['cores']} cores, i.e. at most "
-            f"{f(cc['rows_per_sec'])} rows/s = **{cc['ratio']:.3f}** of `\\copy`. Ours reached {p4r['ratio']:.3f}.")
-lines += ["", "## CPU-seconds per 1 000 events", "",
-          "From `/proc/PID/stat` utime+stime before/after each repetition (median across repetitions).", "",
-          "| process (measure) | CPU-s / 1 000 events |", "|---|---:|"]
-for k, v in cpu.items():
-    lines.append(f"| {k} | {v:.4f} |")
-lines += ["", "Peak RSS (VmHWM) over the whole run (not the P6 overload scenario): " +
-          ", ".join(f"{k} = {v / 1024:.1f} MiB" for k, v in rss.items() if v), ""]
-if p5.get("ours") is not None:
-    lat = p5["latency_at_half_load_ms"]
-    lines += ["## Latency at 50 % of the sustainable rate", "",
-              f"Open-loop, {f(p5['baseline'] / 2)} events/s offered (single events, 202 after the broker's acks=all "
-              "delivery report), latency from each request's scheduled send time; median (min–max) across repetitions.", "",
-              "| p50 | p90 | p99 | max |", "|---:|---:|---:|---:|",
-              "| " + " | ".join(f"{lat[k]['median']:.1f} ms ({lat[k]['min']:.1f}–{lat[k]['max']:.1f})"
-                               for k in ("p50_ms", "p90_ms", "p99_ms", "max_ms")) + " |", "",
-              "## P5 details", "",
-              "- sustainable-rate search (closed loop first, then open-loop steps; a step passes when ≥ 99 % of the "
-              "offered events were accepted, at ≥ 97 % of the offered rate over the real elapsed time, the lag 1.5 s after the step is below one second of events, and p99 < 250 ms): "
-              + "; ".join(f"{x['step']}: {f(x['accepted_per_sec'])}/s accepted, p99 "
-                          + ("–" if x['p99_ms'] is None else f"{x['p99_ms']:.1f} ms") + f", lag after {x['lag_after']}"
-                          for x in p5["search"]),
-              f"- peak (searched): {f(p5['peak'])} events/s. Offered at 3× of it: {f(p5['offered_per_sec']['median'])} requests/s "
-              f"(median, {p5['offered_multiple']:.1f}× reached); answers per repetition: "
-              + "; ".join(json.dumps(c) for c in p5["status_counts_overload"])
-              + f"; 429s without Retry-After: {p5['missing_retry_after']}; generator late starts (> 10 ms): {p5['generator_late_starts']}",
-              f"- consumer lag when each overload stopped: {p5['lag_at_stop']}",
-              *[f"- what the overload itself adds ({name}): p99 of accepted at 100 % of the capacity through the limiter-free "
-                f"gateway (same 1 024 connections; {cfg['full_load_accepted_share']:.1%} of the offered events accepted) "
-                f"{cfg['p99_accepted_full_load_ms']['median']:.1f} ms, i.e. "
-                f"{cfg['full_load_ratio_vs_half']:.2f}× the 50 % p99 from the load alone; at 3× (the same accepted rate plus "
-                f"the refusals) {cfg['p99_accepted_overload_ms']['median']:.1f} ms, i.e. "
-                f"{cfg['p99_overload_vs_full_load']['median']:.2f}× the 100 % p99 (per repetition "
-                f"{cfg['p99_overload_vs_full_load']['min']:.2f} / {cfg['p99_overload_vs_full_load']['median']:.2f} / "
-                f"{cfg['p99_overload_vs_full_load']['max']:.2f})"
-                for name, cfg in p5_configs if cfg and cfg.get("p99_overload_vs_full_load")],
-              *[f"- the machine's share of the overload ({name}): the same 100 % of the capacity through the "
-                f"limiter-free gateway while the same generator sends the other "
-                + (f"{f(cfg['bound_axum_sent_per_sec']['median'])} requests/s" if cfg["bound_axum_sent_per_sec"]
-                   else "2 in 3 requests") + " of the 3× to bare axum (every refusal "
-                f"answered at the cost of the cheapest HTTP answer on this stack, no limiter burst): p99 of accepted "
-                f"{cfg['p99_bound_ms']['median']:.1f} ms = **{cfg['p99_bound_ratio']:.2f}×** the 50 % p99 (per repetition "
-                f"{cfg['p99_bound_ratio_reps']['min']:.2f} / {cfg['p99_bound_ratio_reps']['median']:.2f} / "
-                f"{cfg['p99_bound_ratio_reps']['max']:.2f}); machine {cfg['bound_machine_busy_cores']['median']:.2f} of "
-                f"{NCPU} cores busy. Ours at 3×: {cfg['p99_ratio']:.2f}×"
-                + (f". Goodput there: **{cfg['bound_goodput_ratio']:.3f}** of the capacity (per repetition "
-                   f"{cfg['bound_goodput_ratio_reps']['min']:.3f} / {cfg['bound_goodput_ratio_reps']['median']:.3f} / "
-                   f"{cfg['bound_goodput_ratio_reps']['max']:.3f}); ours {cfg['ratio']:.3f}"
-                   if cfg.get("bound_goodput_ratio") is not None else "")
-                for name, cfg in p5_configs if cfg and cfg.get("p99_bound_ratio")],
-              *[f"- machine busy during the 3× runs ({name}): {cfg['machine_busy_cores_overload']['median']:.2f} of "
-                f"{NCPU} cores (median; min {cfg['machine_busy_cores_overload']['min']:.2f}, max "
-                f"{cfg['machine_busy_cores_overload']['max']:.2f}), generator included"
-                for name, cfg in p5_configs if cfg and cfg.get("machine_busy_cores_overload")],
-              "- goodput counts every 202 over the run's real elapsed time; the token buckets start full (by default "
-              "200 ms of each pool's rate, `RATE_BURST_MS`, at most 200 events per pool, `RATE_BURST_MAX_EVENTS`), so "
-              "a short run can exceed the capacity by that much.",
-              "- why two configurations: at the peak the pipeline alone keeps both cores busy, so a load generator on the "
-              "same machine cannot offer 3× of it (the row shows the multiple it reached; requests it could not send on "
-              "time count as latency from their scheduled time). With the capacity set to half the peak, 3× of it is "
-              "1.5× the peak and can be offered here: that row is the limiter's behaviour under a real 3× overload.", ""]
-lines[-1:-1] = [f"- overload timeline ({name}), per repetition: first second {x['first_second_accepted']:,} accepted, "
-                f"p99 {x['first_second_p99_ms']:.1f} ms; later seconds' p99 median {x['later_seconds_p99_ms_median']:.1f} ms, "
-                f"max {x['later_seconds_p99_ms_max']:.1f} ms"
-                for name, cfg in p5_configs if cfg for x in cfg.get("overload_timeline", [])]
-opt = os.path.join(ROOT, "bench/optimisations.md")
-if os.path.exists(opt):
-    lines += [open(opt).read().rstrip(), ""]
-lines += ["## Machine", "", "```", f"nproc: {sh('nproc')}", sh("free -h"),
-          sh("lscpu | grep -E 'Model name|^CPU\\(s\\)|Thread|Core|Socket|MHz|L3'"), sh("uname -sr"), "```", "",
-          "## Raw data", "", f"Raw per-repetition measurements were in `{os.path.relpath(run_dir, ROOT)}/raw.jsonl`; "
-          "the per-repetition values are also in `bench/results.json` (`*_reps.values`).", ""]
-open(os.path.join(ROOT, "docs/BENCHMARKS.md"), "w").write("\n".join(lines))
+
+def table(header, rows):
+    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + \
+           ["| " + " | ".join(str(c) for c in r) + " |" for r in rows] + [""]
+
+
+def ratio(m, what, baseline_what, base, ours):
+    """A measure's entry (ratio of medians with its spread) and its row of the results table."""
+    if not base or not ours:
+        return {"status": "not measured"}, [f"| {m} | {what} | – | – | – | not measured | {GOALS[m]} |"]
+    res = {"baseline": med(base), "ours": med(ours), "ratio": med(ours) / med(base), "goal": GOALS[m],
+           "unit": "events/s", "baseline_reps": spread(base), "ours_reps": spread(ours),
+           "ratio_per_rep": spread([o / b for o, b in zip(ours, base)]), "description": what,
+           "baseline_program": baseline_what}
+    ok = "✅" if res["ratio"] >= GOALS[m] else "❌"
+    return res, [f"| **{m}** | {what} ÷ {baseline_what} | {f(res['baseline'])} | {f(res['ours'])} | "
+                 f"**{res['ratio']:.3f}** {ok} | {mmm(res['ratio_per_rep'])} | ≥ {GOALS[m]} |"]
+
+
+def inflight(rows, measure, base, ours):
+    """The bound at the same connections: a bare producer with as many records awaiting their ack."""
+    inf = get(rows, measure, "inflight")
+    if not inf or not base:
+        return None
+    v = [r["r"]["events_per_sec"] for r in inf]
+    return {"in_flight": inf[0]["r"]["in_flight"], "events_per_sec": spread(v),
+            "ack_latency_mean_ms": med(r["r"]["ack_latency_mean_ms"] for r in inf),
+            "ack_latency_p99_ms": med(r["r"]["ack_latency_p99_ms"] for r in inf),
+            "ratio": med(v) / base, "ours_vs_ceiling": ours / med(v)}
+
+
+def p1(rows, meta):
+    b, o = get(rows, "P1", "baseline"), get(rows, "P1", "ours")
+    res, main = ratio("P1", "gateway POST /api/logs accepted events/s", f"bare axum (parse → 202), {meta['connections']} connections",
+                      [r["r"]["accepted_per_sec"] for r in b], [r["r"]["accepted_per_sec"] for r in o])
+    if "ratio" not in res:
+        return res, main, []
+    ceil, lines = [], []
+    res["inflight_ceiling"] = ic = inflight(rows, "P1", res["baseline"], res["ours"])
+    if ic:
+        ceil.append([f"bare producer, {ic['in_flight']} records awaiting their ack (ack mean {ic['ack_latency_mean_ms']:.2f} ms, "
+                     f"p99 {ic['ack_latency_p99_ms']:.2f} ms)", f(ic["events_per_sec"]["median"]), f"{ic['ratio']:.3f}", f"{ic['ours_vs_ceiling']:.3f}"])
+    bulk = [r["r"]["events_per_sec"] for r in get(rows, "P2", "baseline")]
+    if bulk:
+        res["broker_ceiling_ratio"] = med(bulk) / res["baseline"]
+        ceil.append(["bare producer, bulk (P2's baseline, no HTTP)", f(med(bulk)), f"{res['broker_ceiling_ratio']:.3f}",
+                     f"{res['ratio'] / res['broker_ceiling_ratio']:.3f}"])
+    busy = [r["cpu"]["machine"] / r["r"]["seconds"] for r in b]
+    broker_ev = [r["cpu"]["broker"] / r["r"]["accepted"] for r in o if r["r"]["accepted"]]
+    if busy and broker_ev:
+        axum_s, br = med(busy) / res["baseline"], med(broker_ev)
+        res["cpu_ceiling"] = cc = {"cores": NCPU, "bare_axum_busy_cores": med(busy), "bare_axum_machine_us_per_request": axum_s * 1e6,
+                                   "broker_us_per_event": br * 1e6, "events_per_sec": NCPU / (axum_s + br),
+                                   "ratio": NCPU / ((axum_s + br) * res["baseline"])}
+        ceil.append([f"CPU: bare axum's machine time per request ({axum_s * 1e6:.1f} µs) + broker CPU per event "
+                     f"({br * 1e6:.1f} µs) on {NCPU} cores", f(cc["events_per_sec"]), f"{cc['ratio']:.3f}", f"{res['ratio'] / cc['ratio']:.3f}"])
+    secs = [r["r"]["seconds"] for r in o]
+    prod = [r["produce"]["sum_s"] / r["produce"]["count"] for r in o if r.get("produce", {}).get("count")]
+    res["evidence"] = ev = {
+        "mean_latency_ms": med(r["r"]["accepted_latency"]["mean_ms"] for r in o),
+        "gateway_cores": med(r["cpu"]["gateway"] / s for r, s in zip(o, secs)),
+        "broker_cores": med(r["cpu"]["broker"] / s for r, s in zip(o, secs)),
+        "machine_busy_cores": med(r["cpu"]["machine"] / s for r, s in zip(o, secs)),
+        "produce_round_trip_ms": med(prod) * 1000 if prod else None}
+    lines = ["### P1: in-run ceilings", ""] + table(["ceiling", "events/s", "P1 at most", "ours ÷ ceiling"], ceil)
+    lines += ["### P1: during the gateway's runs (medians)", ""] + table(
+        ["mean latency", "produce round trip (enqueue → ack)", "gateway cores", "broker cores", f"machine busy (of {NCPU})"],
+        [[f"{ev['mean_latency_ms']:.2f} ms", f(ev["produce_round_trip_ms"], 2) + " ms", f"{ev['gateway_cores']:.2f}",
+          f"{ev['broker_cores']:.2f}", f"{ev['machine_busy_cores']:.2f}"]])
+    return res, main, lines
+
+
+def p2(rows, meta):
+    res, main = ratio("P2", "gateway POST /api/logs/batch (100 events/request) events/s",
+                      f"bare rdkafka producer ({meta['p2_events']} records, same broker and settings)",
+                      [r["r"]["events_per_sec"] for r in get(rows, "P2", "baseline")],
+                      [r["r"]["accepted_events_per_sec"] for r in get(rows, "P2", "ours")])
+    return res, main, []
+
+
+def p3(rows, meta, m="P3", conns=None, inflight_from="P1"):
+    b, o = get(rows, m, "baseline"), get(rows, m, "ours")
+    conns = conns or meta["connections"]
+    # answered at enqueue: events ÷ (load + the time until that gateway's producer queue drained)
+    res, main = ratio(m, f"gateway 202 after the broker's ack, {conns} connections",
+                      "same gateway answering at enqueue (sustained: until its queue drained)",
+                      [r["r"]["accepted"] / r["span_s"] for r in b], [r["r"]["accepted_per_sec"] for r in o])
+    if "ratio" not in res:
+        return res, main, []
+    res["baseline_answer_rate"] = med(r["r"]["accepted_per_sec"] for r in b)
+    res["ratio_answer_rate"] = res["ours"] / res["baseline_answer_rate"]
+    res["baseline_drain_s"] = spread([r["drain_s"] for r in b])
+    res["inflight_ceiling"] = ic = inflight(rows, inflight_from, res["baseline"], res["ours"])
+    lines = table([f"{m}: enqueue gateway's answer rate", "its queue drain after each run", "ratio vs answer rate",
+                   f"bound: bare producer, {ic['in_flight'] if ic else '–'} in flight", f"{m} at most", "ours ÷ bound"],
+                  [[f(res["baseline_answer_rate"]), f"{res['baseline_drain_s']['median']:.2f} s", f"{res['ratio_answer_rate']:.3f}",
+                    f(ic["events_per_sec"]["median"]) if ic else "–", f"{ic['ratio']:.3f}" if ic else "–",
+                    f"{ic['ours_vs_ceiling']:.3f}" if ic else "–"]])
+    return res, main, lines
+
+
+def p4(rows, meta):
+    b, o, c = get(rows, "P4", "baseline"), get(rows, "P4", "ours"), get(rows, "P4", "ceiling")
+    # rows after the first batch ÷ the span of the batches' stored_at (independent of polling)
+    res, main = ratio("P4", "consumer rows/s draining a backlog", f"psql \\copy of the same {meta['p4_events']} rows",
+                      [r["r"]["rows"] / r["r"]["seconds"] for r in b],
+                      [(r["r"]["rows"] - r["r"]["first_batch_rows"]) / r["r"]["stored_span_s"] for r in o])
+    if "ratio" not in res:
+        return res, main, []
+    ceil = []
+    fetch = [r["r"]["events_per_sec"] for r in c]
+    if fetch:
+        res["broker_fetch_ceiling_rows_per_sec"] = spread(fetch)
+        res["fetch_ceiling_vs_copy"] = med(fetch) / res["baseline"]
+        res["ours_vs_fetch_ceiling"] = res["ours"] / med(fetch)
+        ceil.append(["bare consumer reading the same backlog, storing nothing", f(med(fetch)),
+                     f"{res['fetch_ceiling_vs_copy']:.3f}", f"{res['ours_vs_fetch_ceiling']:.3f}"])
+        read_s = med(r["cpu"]["machine"] / r["r"]["events"] for r in c)
+        store_s = med(r["cpu"]["machine"] / r["r"]["rows"] for r in b)
+        res["cpu_ceiling"] = cc = {"cores": NCPU, "read_machine_us_per_record": read_s * 1e6, "copy_machine_us_per_row": store_s * 1e6,
+                                   "rows_per_sec": NCPU / (read_s + store_s), "ratio": NCPU / ((read_s + store_s) * res["baseline"])}
+        ceil.append([f"CPU: machine time to read a record ({read_s * 1e6:.1f} µs) + to \\copy a row ({store_s * 1e6:.1f} µs) "
+                     f"on {NCPU} cores", f(cc["rows_per_sec"]), f"{cc['ratio']:.3f}", f"{res['ratio'] / cc['ratio']:.3f}"])
+    db = [r["r"]["batch_rows"] / r["r"]["batch_seconds_sum"] for r in o if r["r"]["batch_seconds_sum"]]
+    drain = [(r, r["r"]["t1"] - r["r"]["ready_t"]) for r in o]
+    res["consumer_db_side_rows_per_sec_per_writer"] = spread(db)
+    res["drain_cores"] = {k: med(r["cpu"][k] / d for r, d in drain) for k in ("consumer", "broker")}
+    lines = ["### P4: in-run ceilings", ""] + table(["ceiling", "rows/s", "P4 at most", "ours ÷ ceiling"], ceil)
+    lines += table(["consumer's rows per second of batch-write time, per writer (min / median / max)",
+                    "consumer cores while draining", "broker cores while draining"],
+                   [[mmm(res["consumer_db_side_rows_per_sec_per_writer"], 0), f"{res['drain_cores']['consumer']:.2f}",
+                     f"{res['drain_cores']['broker']:.2f}"]])
+    return res, main, lines
+
+
+def p5_config(rows, config):
+    """One limited gateway configuration: 50 %, 100 % (no limiter), bound and 3x runs."""
+    side = lambda s: {r["rep"]: r for r in get(rows, "P5", s, config)}  # noqa: E731
+    half, full, bound, over = side("half"), side("full"), side("bound"), side("over")
+    reps = [k for k in over if k in half]
+    if not reps:
+        return None
+    S = over[reps[0]]["S"]
+    p99 = lambda r: (r["r"]["accepted_latency"] or {}).get("p99_ms")  # noqa: E731
+    goodput = [over[k]["r"]["accepted_per_sec"] for k in reps]
+    p99_ratio = [p99(over[k]) / p99(half[k]) for k in reps]
+    recovery = [over[k]["recovery_s"] for k in reps if over[k]["recovery_s"] is not None]
+    bk = [k for k in reps if k in bound]
+    fk = [k for k in reps if k in full]
+    return {
+        "capacity": S, "peak": over[reps[0]]["peak"], "ours": med(goodput), "ratio": med(goodput) / S, "goal": GOALS["P5"],
+        "goodput_reps": spread(goodput), "goodput_ratio_reps": spread([g / S for g in goodput]),
+        "offered_multiple": med(over[k]["r"]["sent_per_sec"] for k in reps) / S,
+        "p99_ratio": med(p99_ratio), "p99_ratio_goal": 3.0, "p99_ratio_reps": spread(p99_ratio),
+        "p99_half_ms": spread([p99(half[k]) for k in reps]), "p99_over_ms": spread([p99(over[k]) for k in reps]),
+        "p99_over_service_ms": spread([over[k]["r"]["accepted_service_latency"]["p99_ms"] for k in reps if over[k]["r"]["accepted_service_latency"]]),
+        "recovery_s": med(recovery) if recovery else None, "recovery_goal_s": 60, "recovery_reps": spread(recovery),
+        "lag_at_stop": [over[k]["lag_at_stop"] for k in reps],
+        "status_counts_overload": [over[k]["r"]["by_status"] for k in reps],
+        "missing_retry_after": sum(over[k]["r"]["missing_retry_after"] for k in reps),
+        "generator_late_starts": [over[k]["r"]["late_starts"] for k in reps],
+        "machine_busy_cores_overload": spread([over[k]["cpu"]["machine"] / over[k]["r"]["seconds"] for k in reps]),
+        "latency_at_half_load_ms": {q: spread([half[k]["r"]["accepted_latency"][q] for k in reps]) for q in ("p50_ms", "p90_ms", "p99_ms", "max_ms")},
+        "p99_full_ms": spread([p99(full[k]) for k in fk]), "p99_over_vs_full": spread([p99(over[k]) / p99(full[k]) for k in fk]),
+        "full_accepted_share": med(full[k]["r"]["accepted"] / full[k]["r"]["requests"] for k in fk) if fk else None,
+        "p99_bound_ms": spread([p99(bound[k]) for k in bk]), "p99_bound_ratio_reps": spread([p99(bound[k]) / p99(half[k]) for k in bk]),
+        "bound_goodput_ratio_reps": spread([bound[k]["r"]["accepted_per_sec"] / S for k in bk]),
+        "bound_machine_busy_cores": spread([bound[k]["cpu"]["machine"] / bound[k]["r"]["seconds"] for k in bk]),
+        "cpu_s_per_1000_accepted_overload": {p: med(per_1000(over[k]["cpu"][p], over[k]["r"]["accepted"]) for k in reps)
+                                             for p in ("gateway", "broker", "consumer")},
+        "overload_timeline": [{"first_second_accepted": t[0]["accepted"], "first_second_p99_ms": t[0]["p99_ms"],
+                               "later_seconds_p99_ms_median": med(x["p99_ms"] for x in t[1:]),
+                               "later_seconds_p99_ms_max": max(x["p99_ms"] for x in t[1:])}
+                              for t in (over[k]["r"]["timeline"] for k in reps) if len(t) > 1],
+    }
+
+
+def p5(rows, meta):
+    configs = {name: p5_config(rows, name) for name in ("peak", "headroom")}
+    if not configs["peak"]:
+        return {"status": "not measured"}, ["| P5 | – | – | – | – | not measured | |"], []
+    res = dict(configs["peak"], headroom_config=configs["headroom"], sustainable_rate=configs["peak"]["capacity"])
+    res["search"] = [{"step": r["step"], "accepted_per_sec": r["r"]["accepted_per_sec"], "lag_after": r["lag_after"],
+                      "p99_ms": (r["r"]["accepted_latency"] or {}).get("p99_ms")} for r in get(rows, "P5", "search")]
+    main, detail = [], []
+    for name, x in configs.items():
+        if not x:
+            continue
+        label = f"P5 (capacity = {'peak' if name == 'peak' else 'peak ÷ 2'}: {f(x['capacity'])}/s)"
+        ok = lambda c: "✅" if c else "❌"  # noqa: E731
+        rec = x["recovery_s"]
+        main += [f"| **{label}** | goodput at 3× offered ({x['offered_multiple']:.1f}× reached) ÷ capacity | {f(x['capacity'])} | "
+                 f"{f(x['ours'])} | **{x['ratio']:.3f}** {ok(x['ratio'] >= GOALS['P5'])} | {mmm(x['goodput_ratio_reps'])} | ≥ {GOALS['P5']} |",
+                 f"| **{label}** | p99 of accepted at 3× ÷ p99 at 50 % | {x['p99_half_ms']['median']:.1f} ms | "
+                 f"{x['p99_over_ms']['median']:.1f} ms | **{x['p99_ratio']:.2f}** {ok(x['p99_ratio'] <= 3)} | {mmm(x['p99_ratio_reps'], 2)} | ≤ 3 |",
+                 f"| **{label}** | seconds until lag < 10 000 after the overload | | {f(rec, 1)} s | "
+                 f"**{f(rec, 1)} s** {ok(rec is not None and rec <= 60)} | {mmm(x['recovery_reps'], 1)} | ≤ 60 s |"]
+        lat = x["latency_at_half_load_ms"]
+        detail += [f"### P5, capacity = {name} ({f(x['capacity'])} events/s; peak {f(x['peak'])})", ""] + table(
+            ["run (min / median / max across repetitions)", "value"],
+            [["latency at 50 %: p50 / p90 / p99 / max (ms, medians)", " / ".join(f"{lat[q]['median']:.1f}" for q in lat)],
+             ["p99 at 3× from the actual send (ms)", mmm(x["p99_over_service_ms"], 1)],
+             ["p99 at 100 %, no limiter (ms)", mmm(x["p99_full_ms"], 1)],
+             ["accepted share at 100 %, no limiter", f(x["full_accepted_share"], 3)],
+             ["p99 at 3× ÷ p99 at 100 %", mmm(x["p99_over_vs_full"], 2)],
+             ["bound run (2 in 3 to bare axum): p99 ÷ p99 at 50 %", mmm(x["p99_bound_ratio_reps"], 2)],
+             ["bound run: goodput ÷ capacity", mmm(x["bound_goodput_ratio_reps"])],
+             ["bound run: machine busy cores", mmm(x["bound_machine_busy_cores"], 2)],
+             [f"3×: machine busy cores (of {NCPU})", mmm(x["machine_busy_cores_overload"], 2)],
+             ["3×: answers per repetition", "; ".join(json.dumps(c) for c in x["status_counts_overload"])],
+             ["3×: 429s without Retry-After; generator late starts", f"{x['missing_retry_after']}; {x['generator_late_starts']}"],
+             ["lag when each overload stopped", x["lag_at_stop"]],
+             ["3× timeline: first second accepted / p99 ms; later seconds p99 median / max",
+              "; ".join(f"{t['first_second_accepted']} / {t['first_second_p99_ms']:.1f}; {t['later_seconds_p99_ms_median']:.1f} / "
+                        f"{t['later_seconds_p99_ms_max']:.1f}" for t in x["overload_timeline"])]])
+    detail += ["### P5: sustainable-rate search", ""] + table(
+        ["step", "accepted/s", "p99 ms", "lag after"],
+        [[s["step"], f(s["accepted_per_sec"]), f(s["p99_ms"], 1), s["lag_after"]] for s in res["search"]])
+    return res, main, detail
+
+
+def rss_profile(path, t0, t1):
+    """Peak RSS (MiB) of a sampled run and its last third against its first."""
+    try:
+        pts = [(float(a), int(b)) for a, b in (line.rstrip("\n").split("\t") for line in open(path)) if b.strip()]
+    except (OSError, ValueError):
+        return {}
+    pts = [kb for t, kb in pts if t0 <= t <= t1]
+    if not pts:
+        return {}
+    third = max(len(pts) // 3, 1)
+    first, last = max(pts[:third]) / 1024, max(pts[-third:]) / 1024
+    return {"peak_mib": max(pts) / 1024, "growth_last_vs_first": last / first - 1, "samples": len(pts), "seconds": t1 - t0}
+
+
+def p6(rows, meta):
+    g, c = get(rows, "P6", "gateway"), get(rows, "P6", "consumer")
+    if not g or not c:
+        return {"status": "not measured"}, ["| P6 | – | – | – | – | not measured | |"], []
+    g, c = g[0], c[0]
+    res = {"gateway": dict(rss_profile(g["rss_log"], g["t0"], g["t1"]), hwm_mib=g["hwm_kb"] / 1024, limit_mib=150,
+                           offered_events_per_sec=g["r"]["sent_per_sec"] * 100, accepted_events_per_sec=g["r"]["accepted_events_per_sec"],
+                           status_counts=g["r"]["by_status"]),
+           "consumer": dict(rss_profile(c["rss_log"], c["t0"], c["t1"]), hwm_mib=c["hwm_kb"] / 1024, limit_mib=200,
+                            backlog_events=c["events"], rows_per_sec=c["events"] / (c["t1"] - c["t0"]))}
+    res["ratio"] = max(res["gateway"]["hwm_mib"] / 150, res["consumer"]["hwm_mib"] / 200)
+    main = []
+    for who, what in (("gateway", f"gateway RSS under 10× overload ({f(res['gateway']['offered_events_per_sec'])} events/s offered in batches of 100)"),
+                      ("consumer", f"consumer RSS draining {f(c['events'])} events")):
+        x = res[who]
+        growth = x.get("growth_last_vs_first")
+        main.append(f"| **P6** | {what} | limit {x['limit_mib']} MiB | {x['hwm_mib']:.1f} MiB | **{x['hwm_mib'] / x['limit_mib']:.2f}** "
+                    f"{'✅' if x['hwm_mib'] < x['limit_mib'] else '❌'} | last third vs first: "
+                    f"{'–' if growth is None else f'{growth * 100:+.1f} %'} | < {x['limit_mib']} MiB, flat |")
+    return res, main, []
+
+
+def cpu_table(rows, results):
+    """CPU-seconds per 1 000 events per process, the broker included (medians across repetitions)."""
+    out = {}
+    for m, side, proc, events in (("P1", "ours", "gateway", "accepted"), ("P1", "ours", "broker", "accepted"),
+                                  ("P2", "ours", "gateway", "accepted_events"), ("P2", "ours", "broker", "accepted_events"),
+                                  ("P2", "baseline", "broker", "events"), ("P4", "ours", "consumer", "rows"),
+                                  ("P4", "ours", "broker", "rows"), ("P4", "ceiling", "broker", "events")):
+        v = [per_1000(r["cpu"][proc], r["r"][events]) for r in get(rows, m, side) if r["r"].get(events)]
+        if v:
+            out[f"{proc} ({m} {side})"] = med(v)
+    for k, v in (results.get("P5", {}).get("cpu_s_per_1000_accepted_overload") or {}).items():
+        out[f"{k} (P5 3× overload, per accepted event)"] = v
+    return out, ["## CPU-seconds per 1 000 events", ""] + table(["process (measure, side)", "CPU-s / 1 000 events"],
+                                                               [[k, f"{v:.4f}"] for k, v in out.items()])
+
+
+def sh(cmd):
+    return subprocess.run(cmd, shell=True, capture_output=True, text=True, timeout=10).stdout.strip()
+
+
+def main():
+    if sys.argv[1:2] == ["--side-by-side"]:
+        return side_by_side([json.loads(line) for line in open(sys.argv[2]) if line.strip()])
+    rows = [json.loads(line) for line in open(sys.argv[1]) if line.strip()]
+    meta = next(r for r in rows if r["measure"] == "meta")
+    results, main_rows, details = {"broker": meta["broker"]}, [], []
+    for name, fn in (("P1", p1), ("P2", p2), ("P3", p3), ("P3x", lambda r, m: p3(r, m, "P3x", m["connections"] * 4, "P3x")),
+                     ("P4", p4), ("P5", p5), ("P6", p6)):
+        results[name], rows_md, detail = fn(rows, meta)
+        main_rows += rows_md
+        details += detail
+    results["cpu_seconds_per_1000_events"], cpu_md = cpu_table(rows, results)
+    rss = {}
+    for r in get(rows, "rss", None):
+        rss.update(r["r"])
+    results["observed_rss_kb"] = rss
+    results["meta"] = {k: meta[k] for k in ("date", "git_head", "uncommitted_paths", "repetitions",
+                                            "duration_per_rep", "connections")} | {"quick": bool(meta["quick"]), "nproc": NCPU}
+    with open(os.path.join(ROOT, "bench/results.json"), "w") as out:
+        json.dump(results, out, indent=2)
+        out.write("\n")
+    mode = "--quick" if meta["quick"] else "full"
+    lines = ["# Benchmarks", "",
+             f"Generated by `./bench/run.sh{' --quick' if meta['quick'] else ''}` from `{os.path.relpath(meta['run_dir'], ROOT)}/raw.jsonl`: "
+             "do not edit by hand, rerun it. Numbers and tables only: what bounds each ratio, what was tried and "
+             "why is in the hand-written [bench/optimisations.md](../bench/optimisations.md).", "",
+             f"- date: {meta['date']}; `git rev-parse HEAD`: `{meta['git_head']}` (+{meta['uncommitted_paths']} uncommitted paths)",
+             f"- broker: {meta['broker']} (one node, KRaft, `scripts/kafka.sh`); fresh PostgreSQL database; release builds",
+             f"- mode: {mode}; {meta['repetitions']} repetitions of {meta['duration_per_rep']} s per side, baseline and ours "
+             f"alternating; load from `loadgen` (closed loop, {meta['connections']} connections for P1/P3)",
+             "- gateways outside P5/P6: `REDIS_URL=''`, `RATE_MAX=RATE_MIN=1000000`, `SHED_BELOW=TRACE` (limiter out of the way)", "",
+             "## Results (ratios of medians measured side by side in this run)", ""]
+    lines += table(["measure", "what ÷ baseline", "baseline (median)", "ours (median)", "ratio", "per repetition min / median / max", "goal"], [])[:2]
+    lines += main_rows + [""] + details + cpu_md
+    lines += ["Peak RSS (VmHWM) outside P6: " + ", ".join(f"{k} = {v / 1024:.1f} MiB" for k, v in rss.items()), "",
+              "## Machine", "", "```", f"nproc: {NCPU}", sh("free -h"),
+              sh("lscpu | grep -E 'Model name|^CPU\\(s\\)|Thread|Core|Socket|MHz|L3'"), sh("uname -sr"), "```", ""]
+    with open(os.path.join(ROOT, "docs/BENCHMARKS.md"), "w") as out:
+        out.write("\n".join(lines))
+
+
+def side_by_side(rows):
+    """./bench/run.sh p5: each configuration's p99 ratio (3× / 50 %) and goodput, per repetition."""
+    for name in dict.fromkeys(r["config"] for r in rows if r.get("measure") == "P5" and "config" in r):
+        x = p5_config(rows, name)
+        if x:
+            print(f"{name}: p99 ratio min / median / max {mmm(x['p99_ratio_reps'], 2)} (per repetition "
+                  f"{[round(v, 2) for v in x['p99_ratio_reps']['values']]}); p99 at 50 % {mmm(x['p99_half_ms'], 1)} ms, "
+                  f"at 3× {mmm(x['p99_over_ms'], 1)} ms; goodput {mmm(x['goodput_reps'], 0)}/s")
+
+
+if __name__ == "__main__":
+    main()

@@ -169,16 +169,6 @@ ensure_rust() {
   command -v cargo >/dev/null || die "cargo still not on PATH after rustup"
 }
 
-# oha (HTTP load generator used by bench/run.sh), installed with cargo into
-# ~/.cargo/bin when missing or too old to have --output-format.
-OHA_VERSION=${OHA_VERSION:-1.16.0}
-ensure_oha() {
-  if command -v oha >/dev/null && oha --help 2>/dev/null | grep -q -- --output-format; then return 0; fi
-  ensure_rust
-  step "installing oha $OHA_VERSION with cargo (a few minutes, once; cached in ~/.cargo/bin)"
-  cargo install oha --locked --version "$OHA_VERSION" >&2 || die "cargo install oha failed"
-}
-
 # Absolute path of a file inside RUN_DIR (creating RUN_DIR).
 run_path() { mkdir -p "$RUN_DIR"; echo "$(cd "$RUN_DIR" && pwd)/$1"; }
 

@@ -3,7 +3,10 @@
 //!
 //! * `bare-axum`: POST /api/logs → serde into [`WireEvent`] → 202.
 //! * `bare-producer`: a `BaseProducer` loop with the gateway's producer settings.
+//! * `bare-consumer`: reads a backlog and stores nothing.
+//! * `loadgen`: the one HTTP load generator (bench, integration-tests/test-backpressure.sh).
 
+use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -56,6 +59,28 @@ pub fn generated_record(i: u64, now_ms: i64) -> (String, Vec<u8>) {
     (correlation_id, value)
 }
 
+/// A request body of `batch` fresh events (one JSON object when `batch` is 1, else an
+/// array), each with its own eventId and correlationId, and those ids: `loadgen`'s body when
+/// it is given no `--body`, so that every accepted event can be found in the database.
+pub fn fresh_events(batch: usize, severity: &str, now_ms: i64) -> (Bytes, Vec<uuid::Uuid>) {
+    let ids: Vec<uuid::Uuid> = (0..batch.max(1)).map(|_| uuid::Uuid::new_v4()).collect();
+    let events: Vec<serde_json::Value> = ids
+        .iter()
+        .map(|id| {
+            serde_json::json!({
+                "eventId": id, "correlationId": format!("loadgen-{}", id.simple()),
+                "severity": severity, "message": "scenario event", "source": "loadgen",
+                "timestamp": now_ms,
+            })
+        })
+        .collect();
+    let body = match events.as_slice() {
+        [one] => serde_json::to_vec(one),
+        many => serde_json::to_vec(many),
+    };
+    (body.expect("JSON values serialize").into(), ids)
+}
+
 /// Latency summary of samples in µs (sorted in place): mean and nearest-rank p50/p90/p99/max,
 /// in ms; `null` when there are none. Shared by `loadgen` and `bare-producer --in-flight`.
 pub fn percentiles(v: &mut [u32]) -> serde_json::Value {
@@ -94,6 +119,18 @@ mod tests {
         let ev: WireEvent = serde_json::from_str(body).unwrap();
         assert_eq!(ev.correlation_id, "c");
         assert!(serde_json::from_str::<WireEvent>(r#"{"nope":1}"#).is_err());
+    }
+
+    #[test]
+    fn fresh_events_are_an_object_or_an_array_with_their_ids() {
+        let (one, ids) = fresh_events(1, "ERROR", 1_763_800_000_000);
+        let ev: WireEvent = serde_json::from_slice(&one).unwrap();
+        assert_eq!((ev.event_id, ev.severity.as_str()), (Some(ids[0]), "ERROR"));
+        let (many, ids) = fresh_events(3, "INFO", 1_763_800_000_000);
+        let evs: Vec<WireEvent> = serde_json::from_slice(&many).unwrap();
+        let got: Vec<_> = evs.iter().map(|e| e.event_id.unwrap()).collect();
+        assert_eq!(got, ids);
+        assert_ne!(ids[0], ids[1]);
     }
 
     #[test]

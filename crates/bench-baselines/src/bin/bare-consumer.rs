@@ -18,15 +18,6 @@ struct Args {
     /// Records to read before stopping.
     #[arg(long)]
     events: u64,
-    /// Same default as the log-consumer's KAFKA_FETCH_WAIT_MAX_MS.
-    #[arg(long, default_value_t = 100)]
-    fetch_wait_max_ms: u64,
-    /// Same default as the log-consumer's KAFKA_MAX_PARTITION_FETCH_BYTES.
-    #[arg(long, default_value_t = 4 * 1024 * 1024)]
-    max_partition_fetch_bytes: usize,
-    /// Give up after this many seconds.
-    #[arg(long, default_value_t = 600)]
-    timeout_secs: u64,
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -37,11 +28,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "bench-bare-consumer",
         "bench-bare-consumer",
     )
-    .set("fetch.wait.max.ms", args.fetch_wait_max_ms.to_string())
-    .set(
-        "max.partition.fetch.bytes",
-        args.max_partition_fetch_bytes.to_string(),
-    )
+    // The log-consumer's defaults (KAFKA_FETCH_WAIT_MAX_MS, KAFKA_MAX_PARTITION_FETCH_BYTES).
+    .set("fetch.wait.max.ms", "100")
+    .set("max.partition.fetch.bytes", (4 * 1024 * 1024).to_string())
     .create()?;
     let metadata = consumer
         .client()
@@ -58,7 +47,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     consumer.assign(&tpl)?;
 
     let start = Instant::now();
-    let deadline = start + Duration::from_secs(args.timeout_secs);
+    let deadline = start + Duration::from_secs(600);
     let (mut n, mut bytes) = (0u64, 0u64);
     let mut first: Option<Instant> = None;
     while n < args.events {

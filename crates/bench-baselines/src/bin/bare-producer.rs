@@ -1,14 +1,12 @@
-//! Bare rdkafka baseline: a `BaseProducer` loop with the gateway's producer settings
-//! (idempotent, acks=all, linger.ms=5, murmur2_random, no compression) pushing
-//! pre-serialized records and counting delivery reports. Prints one JSON line.
+//! Bare rdkafka baseline: a `BaseProducer` with the gateway's producer settings (idempotent,
+//! acks=all, linger.ms=5, murmur2_random, no compression) pushing pre-serialized records and
+//! counting delivery reports. Prints one JSON line.
 //!
-//! Two modes:
-//! * bulk (default): `--events N` records as fast as the queue takes them; the broker's
-//!   produce ceiling (P2's baseline).
-//! * closed loop: `--in-flight C --duration S` keeps exactly C records awaiting their
-//!   delivery report for S seconds, sending the next as each report arrives, like C HTTP
-//!   clients that each wait for a 202. That is the most any gateway answering after the
-//!   broker's ack can reach with C clients on this broker (P1/P3's bound at C connections).
+//! * bulk (default): `--events N` as fast as the queue takes them: the broker's produce
+//!   ceiling (P2's baseline).
+//! * `--in-flight C --duration S`: exactly C records awaiting their delivery report for S
+//!   seconds, the next sent as each report arrives, like C HTTP clients that each wait for a
+//!   202: the most any gateway answering after the ack can reach with C clients (P1/P3's bound).
 
 use bench_baselines::{generated_record, percentiles};
 use clap::Parser;
@@ -17,7 +15,7 @@ use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, Prod
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::ClientContext;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 #[derive(Parser)]
@@ -26,11 +24,9 @@ struct Args {
     brokers: String,
     #[arg(long, default_value = "log-events")]
     topic: String,
+    /// Records to send (bulk), or to cycle through (closed loop).
     #[arg(long, default_value_t = 100_000)]
     events: u64,
-    /// NDJSON file of records to send (cycled); generated records otherwise.
-    #[arg(long)]
-    payload_file: Option<std::path::PathBuf>,
     #[arg(long, default_value_t = 5)]
     linger_ms: u64,
     /// Closed loop: keep this many records awaiting their delivery report (needs --duration).
@@ -45,39 +41,30 @@ struct Args {
     key: Option<String>,
 }
 
-#[derive(Default)]
-struct Counter {
+/// Delivery reports: counts, and enqueue → report of each acknowledged record in µs. The
+/// delivery opaque is the enqueue time in ns since `origin`.
+struct Ctx {
     ok: AtomicU64,
     failed: AtomicU64,
-    /// Closed loop: enqueue → delivery report of each acknowledged record, in µs.
     latencies_us: Mutex<Vec<u32>>,
+    origin: Instant,
 }
-
-/// Counts delivery reports. The `Instant` is the origin of the delivery opaque: the
-/// enqueue time in nanoseconds since it (closed loop), or 0 when not timed (bulk).
-#[derive(Clone)]
-struct Ctx(Arc<Counter>, Instant);
 impl ClientContext for Ctx {}
 impl ProducerContext for Ctx {
     type DeliveryOpaque = usize;
     fn delivery(&self, result: &DeliveryResult<'_>, sent_ns: usize) {
-        match result {
-            Ok(_) => {
-                self.0.ok.fetch_add(1, Ordering::Relaxed);
-                if sent_ns > 0 {
-                    let waited = self.1.elapsed().as_nanos() as usize - sent_ns;
-                    let us = u32::try_from(waited / 1_000).unwrap_or(u32::MAX);
-                    self.0.latencies_us.lock().expect("not poisoned").push(us);
-                }
-            }
-            Err(_) => {
-                self.0.failed.fetch_add(1, Ordering::Relaxed);
-            }
+        if result.is_err() {
+            self.failed.fetch_add(1, Ordering::Relaxed);
+            return;
         }
+        self.ok.fetch_add(1, Ordering::Relaxed);
+        let waited_us = (self.origin.elapsed().as_nanos() as usize - sent_ns) / 1_000;
+        let mut latencies = self.latencies_us.lock().expect("not poisoned");
+        latencies.push(u32::try_from(waited_us).unwrap_or(u32::MAX));
     }
 }
 
-impl Counter {
+impl Ctx {
     fn done(&self) -> u64 {
         self.ok.load(Ordering::Relaxed) + self.failed.load(Ordering::Relaxed)
     }
@@ -88,56 +75,72 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let now_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)?
         .as_millis() as i64;
-    // Pre-serialize everything so the timed loop is only the producer (the closed loop
-    // cycles through them).
-    let mut records: Vec<(String, Vec<u8>)> = match &args.payload_file {
-        Some(path) => {
-            let text = std::fs::read_to_string(path)?;
-            let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
-            if lines.is_empty() {
-                return Err("empty payload file".into());
-            }
-            (0..args.events)
-                .map(|i| {
-                    let line = lines[(i as usize) % lines.len()];
-                    (format!("bench-{}", i % 1024), line.as_bytes().to_vec())
-                })
-                .collect()
-        }
-        None => (0..args.events)
-            .map(|i| generated_record(i, now_ms))
-            .collect(),
-    };
+    // Pre-serialized, so the timed loop is only the producer.
+    let mut records: Vec<(String, Vec<u8>)> = (0..args.events.max(1))
+        .map(|i| generated_record(i, now_ms))
+        .collect();
     if let Some(key) = &args.key {
         records.iter_mut().for_each(|(k, _)| k.clone_from(key));
     }
-    if records.is_empty() {
-        return Err("--events must be at least 1".into());
-    }
-
-    let counter = Arc::new(Counter::default());
-    let start = Instant::now();
+    let ctx = Ctx {
+        ok: AtomicU64::new(0),
+        failed: AtomicU64::new(0),
+        latencies_us: Mutex::new(Vec::new()),
+        origin: Instant::now(),
+    };
     // The gateway's own settings (service_runtime::kafka_settings), not a copy of them.
     let producer: BaseProducer<Ctx> =
         service_runtime::kafka_settings::producer(&args.brokers, "bench-bare-producer")
             .set("linger.ms", args.linger_ms.to_string())
-            .create_with_context(Ctx(counter.clone(), start))?;
+            .create_with_context(ctx)?;
     // Metadata first, so connection set-up is not timed (the gateway is ready before load).
     producer
         .client()
         .fetch_metadata(Some(&args.topic), Duration::from_secs(30))?;
 
-    let report = match (args.in_flight, args.duration) {
-        (Some(in_flight), Some(seconds)) => closed_loop(
-            &producer,
-            &counter,
-            &records,
-            &args.topic,
-            in_flight.max(1),
-            Duration::from_secs_f64(seconds),
-        )?,
-        _ => bulk(&producer, &counter, &records, &args.topic)?,
+    let in_flight = args.in_flight.map_or(u64::MAX, |c| c.max(1));
+    let total = if args.duration.is_some() {
+        u64::MAX
+    } else {
+        records.len() as u64
     };
+    let start = Instant::now();
+    let end = args.duration.map(|s| start + Duration::from_secs_f64(s));
+    let ctx = producer.context();
+    let mut sent = 0u64;
+    while sent < total && end.map_or(true, |end| Instant::now() < end) {
+        while sent < total && sent - ctx.done() < in_flight {
+            let record = &records[(sent % records.len() as u64) as usize];
+            send(
+                &producer,
+                &args.topic,
+                record,
+                ctx.origin.elapsed().as_nanos() as usize,
+            )?;
+            sent += 1;
+            producer.poll(Duration::ZERO);
+        }
+        producer.poll(Duration::from_millis(1));
+    }
+    if end.is_none() {
+        wait_for_reports(&producer, sent, Duration::from_secs(300));
+    }
+    let seconds = start.elapsed().as_secs_f64();
+    let ok = ctx.ok.load(Ordering::Relaxed);
+    let mut latencies = std::mem::take(&mut *ctx.latencies_us.lock().expect("not poisoned"));
+    // A closed loop's last records finish outside the window, so the next measurement does
+    // not share the broker with them; a failure or a missing report among them fails the run.
+    wait_for_reports(&producer, sent, Duration::from_secs(60));
+    let (failed, missing) = (ctx.failed.load(Ordering::Relaxed), sent - ctx.done());
+    if failed > 0 || missing > 0 {
+        return Err(format!("{failed} delivery reports failed, {missing} missing").into());
+    }
+    let ack = percentiles(&mut latencies);
+    let report = serde_json::json!({
+        "events": ok, "seconds": seconds, "events_per_sec": ok as f64 / seconds,
+        "in_flight": args.in_flight, "ack_latency_mean_ms": ack["mean_ms"],
+        "ack_latency_p99_ms": ack["p99_ms"],
+    });
     println!("{report}");
     Ok(())
 }
@@ -147,9 +150,9 @@ fn send(
     producer: &BaseProducer<Ctx>,
     topic: &str,
     (key, value): &(String, Vec<u8>),
-    opaque: usize,
+    sent_ns: usize,
 ) -> Result<(), KafkaError> {
-    let mut record = BaseRecord::with_opaque_to(topic, opaque)
+    let mut record = BaseRecord::with_opaque_to(topic, sent_ns)
         .key(key.as_str())
         .payload(value.as_slice());
     loop {
@@ -165,86 +168,9 @@ fn send(
 }
 
 /// Polls until every sent record has its delivery report, for at most `limit`.
-fn wait_for_reports(producer: &BaseProducer<Ctx>, counter: &Counter, sent: u64, limit: Duration) {
+fn wait_for_reports(producer: &BaseProducer<Ctx>, sent: u64, limit: Duration) {
     let deadline = Instant::now() + limit;
-    while counter.done() < sent && Instant::now() < deadline {
+    while producer.context().done() < sent && Instant::now() < deadline {
         producer.poll(Duration::from_millis(5));
     }
-}
-
-fn bulk(
-    producer: &BaseProducer<Ctx>,
-    counter: &Counter,
-    records: &[(String, Vec<u8>)],
-    topic: &str,
-) -> Result<serde_json::Value, Box<dyn std::error::Error>> {
-    let start = Instant::now();
-    for record in records {
-        send(producer, topic, record, 0)?;
-        producer.poll(Duration::ZERO);
-    }
-    let events = records.len() as u64;
-    wait_for_reports(producer, counter, events, Duration::from_secs(300));
-    let seconds = start.elapsed().as_secs_f64();
-    let ok = counter.ok.load(Ordering::Relaxed);
-    let failed = counter.failed.load(Ordering::Relaxed);
-    if failed > 0 || ok < events {
-        return Err(format!("{failed} failed, {ok}/{events} delivered").into());
-    }
-    Ok(serde_json::json!({
-        "events": ok,
-        "failed": failed,
-        "seconds": seconds,
-        "events_per_sec": ok as f64 / seconds,
-    }))
-}
-
-fn closed_loop(
-    producer: &BaseProducer<Ctx>,
-    counter: &Counter,
-    records: &[(String, Vec<u8>)],
-    topic: &str,
-    in_flight: u64,
-    duration: Duration,
-) -> Result<serde_json::Value, Box<dyn std::error::Error>> {
-    let origin = producer.context().1;
-    let start = Instant::now();
-    let end = start + duration;
-    let mut sent = 0u64;
-    while Instant::now() < end {
-        while sent - counter.done() < in_flight {
-            let record = &records[(sent % records.len() as u64) as usize];
-            // Never 0 (that means "not timed"): nanoseconds since the producer's creation.
-            let sent_ns = origin.elapsed().as_nanos() as usize;
-            send(producer, topic, record, sent_ns.max(1))?;
-            sent += 1;
-        }
-        producer.poll(Duration::from_millis(1));
-    }
-    let seconds = start.elapsed().as_secs_f64();
-    let ok = counter.ok.load(Ordering::Relaxed);
-    let failed = counter.failed.load(Ordering::Relaxed);
-    let mut latencies = std::mem::take(&mut *counter.latencies_us.lock().expect("not poisoned"));
-    // The records still in flight finish outside the window, so the next measurement
-    // does not share the broker with them. Their reports count as much as the window's:
-    // a failure or a missing report among them fails the run too.
-    wait_for_reports(producer, counter, sent, Duration::from_secs(60));
-    let failed_total = counter.failed.load(Ordering::Relaxed);
-    let missing = sent.saturating_sub(counter.done());
-    if failed_total > 0 || missing > 0 {
-        return Err(format!(
-            "{failed_total} delivery reports failed ({failed} within the window), {missing} missing"
-        )
-        .into());
-    }
-    let ack = percentiles(&mut latencies);
-    Ok(serde_json::json!({
-        "events": ok,
-        "failed": failed,
-        "seconds": seconds,
-        "events_per_sec": ok as f64 / seconds,
-        "in_flight": in_flight,
-        "ack_latency_mean_ms": ack["mean_ms"],
-        "ack_latency_p99_ms": ack["p99_ms"],
-    }))
 }
