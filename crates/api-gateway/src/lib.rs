@@ -17,6 +17,7 @@ pub mod openapi;
 pub mod otlp;
 pub mod producer;
 pub mod rate_limit;
+pub mod read;
 pub mod redis_budget;
 pub mod serve;
 
@@ -75,12 +76,15 @@ pub struct AppState {
     pub api_keys: Option<Arc<auth::ApiKeys>>,
     /// Each key's `eventsPerSecond` budget.
     pub key_quotas: auth::quota::KeyQuotas,
+    /// The read API's pool; None without DATABASE_READ_URL (reads answer 503).
+    pub reader: Option<read::Reader>,
 }
 
 /// Every route the gateway serves: the router and the OpenAPI document are checked against
 /// this list by tests.
 pub const ROUTES: &[(&str, &str)] = &[
     ("post", "/api/logs"),
+    ("get", "/api/logs"),
     ("post", "/api/logs/batch"),
     ("post", "/v1/logs"),
     ("get", "/api/logs/health"),
@@ -115,6 +119,13 @@ pub fn api_router(state: Arc<AppState>) -> Router {
             state.clone(),
             auth::require_key,
         ));
+    // Reads need a key too when API_KEYS_FILE is set (any key: the logs are the operators').
+    let read = Router::new()
+        .route("/api/logs", get(read::read_logs))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_key,
+        ));
     let otlp = Router::new()
         .route("/v1/logs", post(otlp::export_logs))
         .route_layer(axum::middleware::from_fn_with_state(
@@ -123,6 +134,7 @@ pub fn api_router(state: Arc<AppState>) -> Router {
         ));
     Router::new()
         .merge(ingest)
+        .merge(read)
         .merge(otlp)
         .route("/api/logs/health", get(health::logs_health))
         .route("/openapi.json", get(openapi::serve))
@@ -158,6 +170,8 @@ pub enum StartError {
     Redis(#[from] redis_budget::RedisError),
     #[error(transparent)]
     Lag(#[from] lag::LagError),
+    #[error("invalid DATABASE_READ_URL")]
+    ReadPool(#[source] sqlx::Error),
     #[error("invalid API_KEYS_FILE")]
     ApiKeys(#[from] auth::LoadError),
     #[error("could not listen on {addr} (are GATEWAY_ADDR and GATEWAY_OPS_ADDR free, distinct local addresses?)")]
@@ -220,6 +234,7 @@ impl Application {
             Some(path) => Some(auth::ApiKeys::load(path.clone())?),
             None => None,
         };
+        let logs_reader = read::Reader::from_config(&cfg).map_err(StartError::ReadPool)?;
         let listener = bind(cfg.addr).await?;
         let ops_listener = match cfg.ops_addr {
             Some(addr) => Some(bind(addr).await?),
@@ -254,6 +269,7 @@ impl Application {
                 flow_control::Burst::secs(cfg.rate_burst_ms as f64 / 1000.0)
                     .capped(cfg.rate_burst_max_events as f64),
             ),
+            reader: logs_reader,
         });
         Ok(Application {
             listener,
