@@ -47,6 +47,8 @@ pub struct RequestLimits {
     pub otlp_max_records: usize,
     pub otlp_correlation_attribute: String,
     pub body_read_timeout: Duration,
+    /// The read API's bounds (`GET /api/logs`).
+    pub read: read::query::ReadLimits,
 }
 
 impl RequestLimits {
@@ -61,6 +63,7 @@ impl RequestLimits {
             otlp_max_records: cfg.otlp_max_records,
             otlp_correlation_attribute: cfg.otlp_correlation_attribute.clone(),
             body_read_timeout: Duration::from_millis(cfg.http_body_read_timeout_ms),
+            read: read::read_limits(cfg),
         }
     }
 }
@@ -77,7 +80,7 @@ pub struct AppState {
     /// Each key's `eventsPerSecond` budget.
     pub key_quotas: auth::quota::KeyQuotas,
     /// The read API's pool; None without DATABASE_READ_URL (reads answer 503).
-    pub reader: Option<read::Reader>,
+    pub reader: Option<read::store::ReadStore>,
 }
 
 /// Every route the gateway serves: the router and the OpenAPI document are checked against
@@ -234,7 +237,7 @@ impl Application {
             Some(path) => Some(auth::ApiKeys::load(path.clone())?),
             None => None,
         };
-        let logs_reader = read::Reader::from_config(&cfg).map_err(StartError::ReadPool)?;
+        let logs_reader = read::store_from_config(&cfg).map_err(StartError::ReadPool)?;
         let listener = bind(cfg.addr).await?;
         let ops_listener = match cfg.ops_addr {
             Some(addr) => Some(bind(addr).await?),

@@ -20,33 +20,22 @@ use crate::{metrics, AppState, Config};
 use query::{ParamError, ReadLimits};
 use store::{ReadStore, StoreError, StoredEvent};
 
-/// The read API's pool and bounds; absent without DATABASE_READ_URL.
-pub struct Reader {
-    pub store: ReadStore,
-    pub limits: ReadLimits,
+/// The read pool `cfg` asks for: None without DATABASE_READ_URL, an error for a bad URL.
+pub fn store_from_config(cfg: &Config) -> Result<Option<ReadStore>, sqlx::Error> {
+    let Some(url) = cfg.database_read_url.as_deref().filter(|u| !u.is_empty()) else {
+        return Ok(None);
+    };
+    let store = ReadStore::new(
+        url,
+        cfg.read_pool_size,
+        Duration::from_millis(cfg.read_acquire_timeout_ms),
+        Duration::from_millis(cfg.read_statement_timeout_ms),
+    )?;
+    metrics::read_pool(0, cfg.read_pool_size);
+    Ok(Some(store))
 }
 
-impl Reader {
-    /// The reader `cfg` asks for: None without DATABASE_READ_URL, an error for a bad URL.
-    pub fn from_config(cfg: &Config) -> Result<Option<Reader>, sqlx::Error> {
-        let Some(url) = cfg.database_read_url.as_deref().filter(|u| !u.is_empty()) else {
-            return Ok(None);
-        };
-        let store = ReadStore::new(
-            url,
-            cfg.read_pool_size,
-            Duration::from_millis(cfg.read_acquire_timeout_ms),
-            Duration::from_millis(cfg.read_statement_timeout_ms),
-        )?;
-        metrics::read_pool(0, cfg.read_pool_size);
-        Ok(Some(Reader {
-            store,
-            limits: read_limits(cfg),
-        }))
-    }
-}
-
-/// The bounds `cfg` sets (also what the OpenAPI document states).
+/// The bounds `cfg` sets (in [`crate::RequestLimits`]; the OpenAPI document states them).
 pub fn read_limits(cfg: &Config) -> ReadLimits {
     ReadLimits {
         max_range_ms: (cfg.read_max_range_hours * 3_600_000) as i64,
@@ -139,14 +128,14 @@ pub async fn read_logs(
     params: Result<Query<Vec<(String, String)>>, QueryRejection>,
 ) -> Result<Json<Page>, ReadError> {
     let Query(pairs) = params.map_err(|e| ReadError::BadQueryString(e.body_text()))?;
-    let Some(reader) = &state.reader else {
+    let Some(store) = &state.reader else {
         return Err(ReadError::Disabled);
     };
-    let q = query::parse(&pairs, crate::ingest::now_ms(), &reader.limits)
+    let q = query::parse(&pairs, crate::ingest::now_ms(), &state.limits.read)
         .map_err(ReadError::BadParams)?;
     let started = Instant::now();
-    let fetched = reader.store.fetch(&q).await;
-    let (open, max) = reader.store.connections();
+    let fetched = store.fetch(&q).await;
+    let (open, max) = store.connections();
     metrics::read_pool(open, max);
     let mut events = fetched?;
     let next_cursor = if events.len() > q.limit as usize {

