@@ -98,7 +98,7 @@ fn ingest_responses(ok: Value, limits: &RequestLimits, max_bytes: usize) -> Valu
 
 /// `GET /api/logs`: the parameters with the bounds `query::parse` enforces.
 fn read_operation(limits: &RequestLimits) -> Value {
-    use crate::read::query::{CURSOR_CHARS, DEFAULT_LIMIT, MAX_LIMIT, MAX_TIME_MS};
+    use crate::read::query::{CURSOR_PATTERN, DEFAULT_LIMIT, MAX_LIMIT, MAX_TIME_MS};
     let read = &limits.read;
     let hours = read.max_range_ms / 3_600_000;
     let id = |name: &str, what: &str| {
@@ -126,7 +126,7 @@ fn read_operation(limits: &RequestLimits) -> Value {
             {"name": "limit", "in": "query", "description": "Events in a page",
                 "schema": {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": DEFAULT_LIMIT}},
             {"name": "cursor", "in": "query", "description": "The previous page's nextCursor, unchanged",
-                "schema": {"type": "string", "pattern": format!("^01[0-9a-f]{{{}}}$", CURSOR_CHARS - 2)}}
+                "schema": {"type": "string", "pattern": CURSOR_PATTERN}}
         ],
         "responses": {
             "200": json_response("A page", json!({"$ref": "#/components/schemas/LogPage"})),
@@ -434,8 +434,8 @@ mod tests {
         }
         .encode();
         let pattern = schema("cursor")["pattern"].as_str().unwrap().to_owned();
-        assert_eq!(pattern, format!("^01[0-9a-f]{{{}}}$", cursor.len() - 2));
-        assert!(cursor.starts_with("01"));
+        assert_eq!(pattern, format!("^0100[0-9a-f]{{{}}}$", cursor.len() - 4));
+        assert!(cursor.starts_with("0100"));
         assert!(read(&[id, ("cursor", cursor)]).is_ok());
         let hours = limits.read.max_range_ms / 3_600_000;
         let described = spec["paths"]["/api/logs"]["get"]["description"]

@@ -21,6 +21,11 @@ pub const MAX_TIME_MS: i64 = 253_402_300_799_999;
 const CURSOR_VERSION: u8 = 1;
 /// Hex characters of a cursor: version, microseconds (8 bytes), event id (16 bytes).
 pub const CURSOR_CHARS: usize = 2 * (1 + 8 + 16);
+/// A cursor's time is in 0..2^56 µs (1970 to the year 4253): its first time byte is 0, so
+/// every string of the documented pattern is a time PostgreSQL can hold.
+pub const CURSOR_MAX_TIME_US: i64 = (1 << 56) - 1;
+/// The documented form of a cursor (OpenAPI `pattern`).
+pub const CURSOR_PATTERN: &str = "^0100[0-9a-f]{46}$";
 
 /// The parameters the API knows.
 pub const PARAMS: &[&str] = &[
@@ -74,6 +79,9 @@ impl Cursor {
             return None;
         }
         let time_us = i64::from_be_bytes(bytes[1..9].try_into().ok()?);
+        if !(0..=CURSOR_MAX_TIME_US).contains(&time_us) {
+            return None;
+        }
         let event_id = Uuid::from_slice(&bytes[9..25]).ok()?;
         Some(Cursor { time_us, event_id })
     }
@@ -421,17 +429,26 @@ mod tests {
                 event_id: Uuid::now_v7(),
             },
             Cursor {
-                time_us: i64::MIN,
+                time_us: 0,
                 event_id: Uuid::nil(),
             },
             Cursor {
-                time_us: i64::MAX,
+                time_us: CURSOR_MAX_TIME_US,
                 event_id: Uuid::max(),
             },
         ] {
             let s = c.encode();
             assert_eq!(s.len(), CURSOR_CHARS);
+            assert!(s.starts_with("0100"), "{s}");
             assert_eq!(Cursor::decode(&s), Some(c));
+        }
+        for time_us in [-1, CURSOR_MAX_TIME_US + 1, i64::MAX, i64::MIN] {
+            let s = Cursor {
+                time_us,
+                event_id: Uuid::nil(),
+            }
+            .encode();
+            assert_eq!(Cursor::decode(&s), None, "{time_us}");
         }
         let good = Cursor {
             time_us: 1,

@@ -151,8 +151,11 @@ fn select(q: &ReadQuery) -> QueryBuilder<'static, Postgres> {
             .push(" * interval '1 millisecond'");
     }
     if let Some(c) = q.after {
+        // Seconds and microseconds apart: a bigint times an interval goes through float8.
         b.push(" AND (event_time, event_id) < (timestamptz 'epoch' + ")
-            .push_bind(c.time_us)
+            .push_bind(c.time_us.div_euclid(1_000_000))
+            .push(" * interval '1 second' + ")
+            .push_bind(c.time_us.rem_euclid(1_000_000))
             .push(" * interval '1 microsecond', ")
             .push_bind(c.event_id)
             .push(")");
