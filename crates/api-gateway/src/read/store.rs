@@ -139,30 +139,32 @@ fn select(q: &ReadQuery) -> QueryBuilder<'static, Postgres> {
             b.push(" AND severity = ANY(").push_bind(names).push(")");
         }
     }
-    // Epoch milliseconds to timestamptz exactly (no float rounding).
     if let Some(from) = q.from_ms {
-        b.push(" AND event_time >= timestamptz 'epoch' + ")
-            .push_bind(from)
-            .push(" * interval '1 millisecond'");
+        b.push(" AND event_time >= ");
+        push_time(&mut b, from.saturating_mul(1000));
     }
     if let Some(to) = q.to_ms {
-        b.push(" AND event_time < timestamptz 'epoch' + ")
-            .push_bind(to)
-            .push(" * interval '1 millisecond'");
+        b.push(" AND event_time < ");
+        push_time(&mut b, to.saturating_mul(1000));
     }
     if let Some(c) = q.after {
-        // Seconds and microseconds apart: a bigint times an interval goes through float8.
-        b.push(" AND (event_time, event_id) < (timestamptz 'epoch' + ")
-            .push_bind(c.time_us.div_euclid(1_000_000))
-            .push(" * interval '1 second' + ")
-            .push_bind(c.time_us.rem_euclid(1_000_000))
-            .push(" * interval '1 microsecond', ")
-            .push_bind(c.event_id)
-            .push(")");
+        b.push(" AND (event_time, event_id) < (");
+        push_time(&mut b, c.time_us);
+        b.push(", ").push_bind(c.event_id).push(")");
     }
     b.push(" ORDER BY event_time DESC, event_id DESC LIMIT ")
         .push_bind(i64::from(q.limit) + 1);
     b
+}
+
+/// Epoch microseconds as a timestamptz, exactly: whole seconds and microseconds apart, since
+/// a bigint times an interval goes through float8.
+fn push_time(b: &mut QueryBuilder<'static, Postgres>, micros: i64) {
+    b.push("(timestamptz 'epoch' + ")
+        .push_bind(micros.div_euclid(1_000_000))
+        .push(" * interval '1 second' + ")
+        .push_bind(micros.rem_euclid(1_000_000))
+        .push(" * interval '1 microsecond')");
 }
 
 fn event(row: &PgRow) -> Result<StoredEvent, sqlx::Error> {
