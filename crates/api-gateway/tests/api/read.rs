@@ -102,7 +102,7 @@ fn ids(page: &Value) -> Vec<Uuid> {
 /// The rows matching `keep`, in the API's order: newest first, then event id descending.
 fn expected(rows: &[Row], keep: impl Fn(&Row) -> bool) -> Vec<Uuid> {
     let mut m: Vec<&Row> = rows.iter().filter(|r| keep(r)).collect();
-    m.sort_by(|a, b| (b.time_ms, b.id).cmp(&(a.time_ms, a.id)));
+    m.sort_by_key(|r| std::cmp::Reverse((r.time_ms, r.id)));
     m.into_iter().map(|r| r.id).collect()
 }
 
