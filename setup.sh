@@ -15,9 +15,10 @@ usage: ./setup.sh [up|stop|status|--docker|-h]
 
 env overrides: GATEWAY_PORT (8080), CONSUMER_PORT (8081), KAFKA_PORT (9092, used when
   .run/kafka is first formatted), PROMETHEUS_PORT (9090), DATABASE_URL, REDIS_URL,
-  LOG_FORMAT (text), RUST_LOG (info), SETUP_SERVICES ("api-gateway log-consumer"),
-  LOG_RETENTION_DAYS (7: the consumer drops older partitions, and the topics' retention.ms is
-  the same unless KAFKA_RETENTION_MS is set; retention.bytes is always -1).
+  DATABASE_READ_URL (DATABASE_URL as the role log_reader), LOG_FORMAT (text), RUST_LOG (info),
+  SETUP_SERVICES ("api-gateway log-consumer"), LOG_RETENTION_DAYS (7: the consumer drops older
+  partitions, and the topics' retention.ms is the same unless KAFKA_RETENTION_MS is set;
+  retention.bytes is always -1).
   Prometheus scrapes the ports in prometheus.yml; with other ports a copy with them is used.
 USAGE
 }
@@ -34,6 +35,8 @@ CONSUMER_PORT=${CONSUMER_PORT:-8081}
 KAFKA_PORT=${KAFKA_PORT:-9092}
 PROMETHEUS_PORT=${PROMETHEUS_PORT:-9090}
 DATABASE_URL=${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/logs}
+# The read API's URL: the role log_reader (SELECT only) that `up` creates on the same database.
+DATABASE_READ_URL=${DATABASE_READ_URL:-$(printf '%s' "$DATABASE_URL" | sed -E 's#^(postgres(ql)?://)[^@/]*@#\1log_reader@#')}
 REDIS_URL=${REDIS_URL-redis://127.0.0.1:6379}
 SETUP_SERVICES=${SETUP_SERVICES:-api-gateway log-consumer}
 TOPIC="log-events"
@@ -55,7 +58,7 @@ service_env() {
   local common=(KAFKA_BROKERS="$KAFKA_BROKERS" KAFKA_TOPIC="$TOPIC" KAFKA_GROUP_ID="$GROUP"
     LOG_FORMAT="${LOG_FORMAT:-text}" RUST_LOG="${RUST_LOG:-info}")
   case "$1" in
-    api-gateway) echo "${common[@]}" GATEWAY_ADDR="127.0.0.1:$GATEWAY_PORT" REDIS_URL="$REDIS_URL" ;;
+    api-gateway) echo "${common[@]}" GATEWAY_ADDR="127.0.0.1:$GATEWAY_PORT" REDIS_URL="$REDIS_URL" DATABASE_READ_URL="$DATABASE_READ_URL" ;;
     log-consumer) echo "${common[@]}" CONSUMER_ADDR="127.0.0.1:$CONSUMER_PORT" KAFKA_DLQ_TOPIC="$DLQ_TOPIC" DATABASE_URL="$DATABASE_URL" LOG_RETENTION_DAYS="$LOG_RETENTION_DAYS" ;;
   esac
 }
@@ -114,6 +117,7 @@ cmd_up() {
   step "PostgreSQL"
   ensure_postgres
   ensure_database logs
+  ensure_read_role logs
   if [ -d "$ROOT/migrations" ] && command -v sqlx >/dev/null; then
     step "applying migrations/ with sqlx-cli"
     sqlx migrate run --source "$ROOT/migrations" --database-url "$DATABASE_URL" >&2

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Every query of every Grafana dashboard must parse and return data from a real Prometheus
-# scraping the real services under real traffic (integration-tests/check-dashboards.py).
+# scraping the real services under real traffic (integration-tests/check-dashboards.py), and
+# every SQL panel must use a provisioned datasource and return rows from the real database
+# the consumer filled (integration-tests/check-dashboard-sql.py).
 set -euo pipefail
 
 usage() {
@@ -15,7 +17,9 @@ Default: starts what it needs and stops it again —
   a burst above RATE_MAX for 429s, one poison record for the DLQ), waits until the consumer
   stored the accepted events and two more scrapes happened, then checks the queries.
 With GATEWAY_URL and CONSUMER_URL (loopback only, e.g. http://127.0.0.1:8080 and :8081):
-  uses those running services instead (e.g. after ./setup.sh) and sends a little traffic.
+  uses those running services instead (e.g. after ./setup.sh) and sends a little traffic;
+  the SQL panels then run against DATABASE_URL when it is set (else only their datasource
+  is checked).
 
 env: BIN_DIR, KAFKA_BROKERS, TEST_DATABASE_ADMIN_URL (postgres://postgres@127.0.0.1:5432/postgres),
   REDIS_URL (redis://127.0.0.1:6379; must answer), DASHBOARD_SPARSE_METRICS (metric names
@@ -204,3 +208,14 @@ wait_until 60 "two scrapes of both services after the traffic" scrapes_since "$a
 
 step "checking the dashboard queries"
 python3 "$ROOT/integration-tests/check-dashboards.py" "$PROM_URL" "$ROOT"/grafana/dashboards/*.json
+
+step "checking the dashboards' SQL panels"
+if [ "$mode" = own ]; then
+  sql_url=$database_url
+elif [ -n "${DATABASE_URL:-}" ]; then
+  sql_url=$DATABASE_URL
+else
+  warn "DATABASE_URL is not set: the SQL panels' datasource is checked, their queries are not run"
+  sql_url=-
+fi
+python3 "$ROOT/integration-tests/check-dashboard-sql.py" "$sql_url" "$ROOT"/grafana/dashboards/*.json

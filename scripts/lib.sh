@@ -232,6 +232,27 @@ ensure_database() {
   fi
 }
 
+# ensure_read_role DB: the role log_reader (LOGIN, no password: the local server trusts
+# 127.0.0.1) may read every table postgres creates in DB's public schema, now and later
+# (default privileges: the consumer's migrations create log_events after this runs), and
+# nothing else. The gateway's read API connects as it (README "Reading the logs").
+ensure_read_role() {
+  local db=$1
+  psql -h "$PG_HOST" -p "$PG_PORT" -U postgres -d "$db" -v ON_ERROR_STOP=1 -q >/dev/null <<SQL || die "could not create the role log_reader"
+DO \$\$ BEGIN
+  IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'log_reader') THEN
+    CREATE ROLE log_reader LOGIN;
+  END IF;
+END \$\$;
+GRANT CONNECT ON DATABASE "$db" TO log_reader;
+GRANT USAGE ON SCHEMA public TO log_reader;
+GRANT SELECT ON ALL TABLES IN SCHEMA public TO log_reader;
+ALTER DEFAULT PRIVILEGES FOR ROLE postgres IN SCHEMA public GRANT SELECT ON TABLES TO log_reader;
+ALTER ROLE log_reader SET default_transaction_read_only = on;
+SQL
+  log "role log_reader may read database $db"
+}
+
 redis_answers() {
   local reply=
   # The braces keep 2>/dev/null from applying to the whole shell (a bare exec would).

@@ -161,6 +161,35 @@ pub struct Config {
     #[arg(long, env = "API_KEYS_FILE")]
     pub api_keys_file: Option<std::path::PathBuf>,
 
+    /// PostgreSQL URL the read API (`GET /api/logs`) queries, ideally as a role with SELECT
+    /// only (setup.sh creates `log_reader`). Unset: the read API answers 503 `read_disabled`.
+    /// Its pool is separate from everything else and small, so reads never starve writers.
+    #[arg(long, env = "DATABASE_READ_URL")]
+    pub database_read_url: Option<String>,
+
+    /// Most connections the read pool opens (concurrent reads; more wait at most
+    /// READ_ACQUIRE_TIMEOUT_MS, then get 503 `read_busy` with Retry-After).
+    #[arg(long, env = "READ_POOL_SIZE", default_value_t = 4,
+          value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub read_pool_size: u32,
+
+    /// How long a read waits for a free read connection, in milliseconds, before its 503.
+    #[arg(long, env = "READ_ACQUIRE_TIMEOUT_MS", default_value_t = 250,
+          value_parser = clap::value_parser!(u64).range(1..=60_000))]
+    pub read_acquire_timeout_ms: u64,
+
+    /// `statement_timeout` of every read connection, in milliseconds: a longer query is
+    /// cancelled by PostgreSQL and answered 503 `read_timeout`.
+    #[arg(long, env = "READ_STATEMENT_TIMEOUT_MS", default_value_t = 2_000,
+          value_parser = clap::value_parser!(u64).range(1..=600_000))]
+    pub read_statement_timeout_ms: u64,
+
+    /// Widest `from`..`to` a read may ask for, in hours (a query by correlationId is not
+    /// bounded: its index finds the few rows of one request in every partition).
+    #[arg(long, env = "READ_MAX_RANGE_HOURS", default_value_t = 24,
+          value_parser = clap::value_parser!(u64).range(1..=24 * 366))]
+    pub read_max_range_hours: u64,
+
     /// A one-off command instead of the server.
     #[command(subcommand)]
     pub command: Option<Command>,

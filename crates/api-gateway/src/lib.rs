@@ -17,6 +17,7 @@ pub mod openapi;
 pub mod otlp;
 pub mod producer;
 pub mod rate_limit;
+pub mod read;
 pub mod redis_budget;
 pub mod serve;
 pub mod shared_budget;
@@ -47,6 +48,8 @@ pub struct RequestLimits {
     pub otlp_max_records: usize,
     pub otlp_correlation_attribute: String,
     pub body_read_timeout: Duration,
+    /// The read API's bounds (`GET /api/logs`).
+    pub read: read::query::ReadLimits,
 }
 
 impl RequestLimits {
@@ -61,6 +64,7 @@ impl RequestLimits {
             otlp_max_records: cfg.otlp_max_records,
             otlp_correlation_attribute: cfg.otlp_correlation_attribute.clone(),
             body_read_timeout: Duration::from_millis(cfg.http_body_read_timeout_ms),
+            read: read::read_limits(cfg),
         }
     }
 }
@@ -76,12 +80,15 @@ pub struct AppState {
     pub api_keys: Option<Arc<auth::ApiKeys>>,
     /// Each key's `eventsPerSecond` budget.
     pub key_quotas: auth::quota::KeyQuotas,
+    /// The read API's pool; None without DATABASE_READ_URL (reads answer 503).
+    pub reader: Option<read::store::ReadStore>,
 }
 
 /// Every route the gateway serves: the router and the OpenAPI document are checked against
 /// this list by tests.
 pub const ROUTES: &[(&str, &str)] = &[
     ("post", "/api/logs"),
+    ("get", "/api/logs"),
     ("post", "/api/logs/batch"),
     ("post", "/v1/logs"),
     ("get", "/api/logs/health"),
@@ -116,6 +123,13 @@ pub fn api_router(state: Arc<AppState>) -> Router {
             state.clone(),
             auth::require_key,
         ));
+    // Reads need a key too when API_KEYS_FILE is set (any key: the logs are the operators').
+    let read = Router::new()
+        .route("/api/logs", get(read::read_logs))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_key,
+        ));
     let otlp = Router::new()
         .route("/v1/logs", post(otlp::export_logs))
         .route_layer(axum::middleware::from_fn_with_state(
@@ -124,6 +138,7 @@ pub fn api_router(state: Arc<AppState>) -> Router {
         ));
     Router::new()
         .merge(ingest)
+        .merge(read)
         .merge(otlp)
         .route("/api/logs/health", get(health::logs_health))
         .route("/openapi.json", get(openapi::serve))
@@ -159,6 +174,8 @@ pub enum StartError {
     Redis(#[from] redis_budget::RedisError),
     #[error(transparent)]
     Lag(#[from] lag::LagError),
+    #[error("invalid DATABASE_READ_URL")]
+    ReadPool(#[source] sqlx::Error),
     #[error("invalid API_KEYS_FILE")]
     ApiKeys(#[from] auth::LoadError),
     #[error("could not listen on {addr} (are GATEWAY_ADDR and GATEWAY_OPS_ADDR free, distinct local addresses?)")]
@@ -222,6 +239,7 @@ impl Application {
             Some(path) => Some(auth::ApiKeys::load(path.clone())?),
             None => None,
         };
+        let logs_reader = read::store_from_config(&cfg).map_err(StartError::ReadPool)?;
         let listener = bind(cfg.addr).await?;
         let ops_listener = match cfg.ops_addr {
             Some(addr) => Some(bind(addr).await?),
@@ -256,6 +274,7 @@ impl Application {
                 cfg.loaded_burst(),
                 cfg.bytes_burst(),
             ),
+            reader: logs_reader,
         });
         Ok(Application {
             listener,

@@ -41,6 +41,10 @@ pub const HTTP_CONNECTIONS_TIMED_OUT_TOTAL: &str = "http_connections_timed_out_t
 pub const API_KEY_EVENTS_TOTAL: &str = "api_key_events_total";
 pub const API_KEYS_LOADED: &str = "api_keys_loaded";
 pub const API_KEYS_RELOAD_FAILURES_TOTAL: &str = "api_keys_reload_failures_total";
+pub const READ_REQUESTS_TOTAL: &str = "read_requests_total";
+pub const READ_QUERY_DURATION_SECONDS: &str = "read_query_duration_seconds";
+pub const READ_POOL_CONNECTIONS: &str = "read_pool_connections";
+pub const READ_POOL_MAX_CONNECTIONS: &str = "read_pool_max_connections";
 
 const LATENCY_BUCKETS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
@@ -136,6 +140,23 @@ fn describe() {
     describe_counter!(
         API_KEYS_RELOAD_FAILURES_TOTAL,
         "Reloads of API_KEYS_FILE refused (the previous keys stayed in force)"
+    );
+    describe_counter!(
+        READ_REQUESTS_TOTAL,
+        "Reads of GET /api/logs by outcome (ok, bad_request, read_busy, read_timeout, unavailable, read_disabled)"
+    );
+    describe_histogram!(
+        READ_QUERY_DURATION_SECONDS,
+        Unit::Seconds,
+        "Duration of the read query of a successful GET /api/logs"
+    );
+    describe_gauge!(
+        READ_POOL_CONNECTIONS,
+        "Connections the read pool holds open (at most read_pool_max_connections)"
+    );
+    describe_gauge!(
+        READ_POOL_MAX_CONNECTIONS,
+        "READ_POOL_SIZE: the most connections reads may use"
     );
     // The OTLP series exist from the start, so dashboards show 0 rather than no data.
     for outcome in ["accepted", "rejected", "throttled", "failed", "invalid"] {
@@ -311,6 +332,19 @@ pub fn replicas(n: usize) {
 /// when known, else nothing, so the series still appears).
 pub fn otlp_records(outcome: &'static str, n: usize) {
     counter!(OTLP_LOG_RECORDS_TOTAL, "outcome" => outcome).increment(n as u64);
+}
+
+/// One read answered: its outcome (the error code, or `ok` with the query's duration).
+pub fn read_finished(outcome: &'static str, query: Option<Duration>) {
+    counter!(READ_REQUESTS_TOTAL, "outcome" => outcome).increment(1);
+    if let Some(elapsed) = query {
+        histogram!(READ_QUERY_DURATION_SECONDS).record(elapsed.as_secs_f64());
+    }
+}
+
+pub fn read_pool(open: u32, max: u32) {
+    gauge!(READ_POOL_CONNECTIONS).set(f64::from(open));
+    gauge!(READ_POOL_MAX_CONNECTIONS).set(f64::from(max));
 }
 
 /// Counts one open connection in the gauge for as long as it lives.

@@ -96,6 +96,47 @@ fn ingest_responses(ok: Value, limits: &RequestLimits, max_bytes: usize) -> Valu
     })
 }
 
+/// `GET /api/logs`: the parameters with the bounds `query::parse` enforces.
+fn read_operation(limits: &RequestLimits) -> Value {
+    use crate::read::query::{CURSOR_PATTERN, DEFAULT_LIMIT, MAX_LIMIT, MAX_TIME_MS};
+    let read = &limits.read;
+    let hours = read.max_range_ms / 3_600_000;
+    let id = |name: &str, what: &str| {
+        json!({"name": name, "in": "query", "description": what,
+            "schema": {"type": "string", "minLength": 1, "maxLength": read.max_id_chars, "pattern": NO_NUL}})
+    };
+    let time = |name: &str, what: &str| {
+        json!({"name": name, "in": "query", "description": what,
+            "schema": {"type": "integer", "minimum": 0, "maximum": MAX_TIME_MS}})
+    };
+    let mut unavailable = error_response("`read_busy`: every read connection stayed busy for READ_ACQUIRE_TIMEOUT_MS; `read_timeout`: the query ran past READ_STATEMENT_TIMEOUT_MS (narrow it); `unavailable`: the database failed (these three carry Retry-After); `read_disabled`: DATABASE_READ_URL is not set");
+    unavailable["headers"] = json!({"Retry-After": {"schema": {"type": "integer", "minimum": 1}, "description": "Whole seconds before a retry is worth it"}});
+    json!({
+        "summary": "Stored events, newest first, a page at a time",
+        "description": format!("Filters combine with AND. Without `correlationId`, `from` is required, `to` defaults to now, and `to − from` may be at most {hours} h (READ_MAX_RANGE_HOURS); with it, both are optional. Unknown or repeated parameters are refused. Order: event time descending, then eventId descending; pass `nextCursor` as `cursor` with the same parameters for the next page."),
+        "security": ingest_security(),
+        "parameters": [
+            id("source", "Only this source"),
+            {"name": "severity", "in": "query", "style": "form", "explode": false,
+                "description": "Only these severities, comma-separated (case-insensitive)",
+                "schema": {"type": "array", "minItems": 1, "items": {"type": "string", "enum": ["TRACE", "DEBUG", "INFO", "WARN", "ERROR", "FATAL"]}}},
+            id("correlationId", "Only this correlation id (no range needed)"),
+            time("from", "Epoch milliseconds, inclusive (required without correlationId)"),
+            time("to", "Epoch milliseconds, exclusive (default: now)"),
+            {"name": "limit", "in": "query", "description": "Events in a page",
+                "schema": {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": DEFAULT_LIMIT}},
+            {"name": "cursor", "in": "query", "description": "The previous page's nextCursor, unchanged",
+                "schema": {"type": "string", "pattern": CURSOR_PATTERN}}
+        ],
+        "responses": {
+            "200": json_response("A page", json!({"$ref": "#/components/schemas/LogPage"})),
+            "400": error_response(&format!("A parameter is invalid, unknown or repeated, `from` is missing without `correlationId`, `to` is not after `from`, the range is wider than {hours} h, or `limit` is outside 1..{MAX_LIMIT} (`bad_request`, every problem in details as field and reason)")),
+            "401": unauthorized(),
+            "503": unavailable
+        }
+    })
+}
+
 fn json_response(description: &str, schema: Value) -> Value {
     json!({"description": description, "content": {"application/json": {"schema": schema}}})
 }
@@ -114,7 +155,7 @@ pub fn spec(limits: &RequestLimits, now_ms: i64) -> Value {
             "description": "Backpressure-aware log ingest: 202 means Kafka holds the event (acks=all, idempotent producer)."
         },
         "paths": {
-            "/api/logs": {"post": {
+            "/api/logs": {"get": read_operation(limits), "post": {
                 "summary": "Ingest one event",
                 "description": format!("Content-Type `application/json` (or any `application/*+json`). At most {} bytes. {gzip_note}", limits.max_body_bytes),
                 "security": ingest_security(),
@@ -200,9 +241,20 @@ pub fn spec(limits: &RequestLimits, now_ms: i64) -> Value {
                 "accepted": {"type": "integer", "minimum": 1}, "eventIds": {"type": "array", "items": {"type": "string", "format": "uuid"}}
             }},
             "Error": {"type": "object", "required": ["error", "message", "details"], "properties": {
-                "error": {"type": "string", "enum": ["malformed_json", "invalid_event", "invalid_batch", "bad_request", "payload_too_large", "unsupported_media_type", "request_timeout", "unauthorized", "forbidden", "rate_limited", "key_rate_limited", "bytes_rate_limited", "key_bytes_rate_limited", "shed_severity", "unavailable"]},
+                "error": {"type": "string", "enum": ["malformed_json", "invalid_event", "invalid_batch", "bad_request", "payload_too_large", "unsupported_media_type", "request_timeout", "unauthorized", "forbidden", "rate_limited", "key_rate_limited", "bytes_rate_limited", "key_bytes_rate_limited", "shed_severity", "unavailable", "read_disabled", "read_busy", "read_timeout"]},
                 "budget": {"type": "string", "enum": ["events", "bytes"], "description": "On a 429: the budget that was hit"},
                 "message": {"type": "string"}, "details": {"type": "array"}
+            }},
+            "LogPage": {"type": "object", "required": ["events", "nextCursor"], "properties": {
+                "events": {"type": "array", "items": {"$ref": "#/components/schemas/StoredEvent"}},
+                "nextCursor": {"type": ["string", "null"], "description": "null on the last page"}
+            }},
+            "StoredEvent": {"type": "object", "required": ["eventId", "correlationId", "severity", "message", "source", "timestamp", "attributes"], "properties": {
+                "eventId": {"type": "string", "format": "uuid"}, "correlationId": {"type": "string"},
+                "severity": {"type": "string", "enum": ["TRACE", "DEBUG", "INFO", "WARN", "ERROR", "FATAL"]},
+                "message": {"type": "string"}, "source": {"type": "string"},
+                "timestamp": {"type": "integer", "description": "Epoch milliseconds"},
+                "attributes": {"type": ["object", "null"]}
             }},
             "OtlpLogsRequest": {"type": "object", "description": "OTLP/JSON ExportLogsServiceRequest (https://opentelemetry.io/docs/specs/otlp/#json-protobuf-encoding); unknown fields are ignored", "properties": {"resourceLogs": {"type": "array", "items": {"type": "object"}}}},
             "OtlpLogsResponse": {"type": "object", "properties": {"partialSuccess": {"type": ["object", "null"], "properties": {
@@ -368,6 +420,56 @@ mod tests {
             assert!(listed("error", reason.as_str()), "{}", reason.as_str());
             assert!(listed("budget", reason.budget().as_str()), "{reason:?}");
         }
+    }
+
+    /// The read API's stated bounds are `query::parse`'s, on both sides.
+    #[test]
+    fn read_bounds_are_the_parsers() {
+        use crate::read::query::{parse, Cursor, MAX_TIME_MS};
+        let limits = limits();
+        let spec = spec(&limits, NOW);
+        let params = spec["paths"]["/api/logs"]["get"]["parameters"]
+            .as_array()
+            .unwrap();
+        let schema =
+            |name: &str| params.iter().find(|p| p["name"] == name).unwrap()["schema"].clone();
+        let read = |pairs: &[(&str, String)]| {
+            let pairs: Vec<(String, String)> = pairs
+                .iter()
+                .map(|(a, b)| (a.to_string(), b.clone()))
+                .collect();
+            parse(&pairs, NOW, &limits.read)
+        };
+        let from = ("from", (NOW - 1000).to_string());
+        let max = schema("limit")["maximum"].as_u64().unwrap();
+        assert!(read(&[from.clone(), ("limit", max.to_string())]).is_ok());
+        assert!(read(&[from.clone(), ("limit", (max + 1).to_string())]).is_err());
+        assert_eq!(schema("limit")["minimum"], 1);
+        assert!(read(&[from.clone(), ("limit", "0".into())]).is_err());
+        assert_eq!(schema("from")["maximum"], MAX_TIME_MS);
+        let id = ("correlationId", "c".to_owned());
+        assert!(read(&[id.clone(), ("to", MAX_TIME_MS.to_string())]).is_ok());
+        assert!(read(&[id.clone(), ("to", (MAX_TIME_MS + 1).to_string())]).is_err());
+        let chars = schema("source")["maxLength"].as_u64().unwrap() as usize;
+        assert!(read(&[id.clone(), ("source", "s".repeat(chars))]).is_ok());
+        assert!(read(&[id.clone(), ("source", "s".repeat(chars + 1))]).is_err());
+        let cursor = Cursor {
+            time_us: 5,
+            event_id: uuid::Uuid::max(),
+        }
+        .encode();
+        let pattern = schema("cursor")["pattern"].as_str().unwrap().to_owned();
+        assert_eq!(pattern, format!("^0100[0-9a-f]{{{}}}$", cursor.len() - 4));
+        assert!(cursor.starts_with("0100"));
+        assert!(read(&[id, ("cursor", cursor)]).is_ok());
+        let hours = limits.read.max_range_ms / 3_600_000;
+        let described = spec["paths"]["/api/logs"]["get"]["description"]
+            .as_str()
+            .unwrap();
+        assert!(
+            described.contains(&format!("at most {hours} h")),
+            "{described}"
+        );
     }
 
     /// Every status an ingest request can be answered with is documented, with the headers

@@ -128,6 +128,23 @@ async fn ingest_needs_a_key_of_the_file_and_a_revoked_key_is_refused() {
         }
     }
 
+    // Reading the logs needs a key too (any key of the file); past the key, this gateway
+    // has no DATABASE_READ_URL.
+    let read = gw.url("/api/logs?correlationId=c");
+    let resp = gw.client.get(&read).send().await.unwrap();
+    assert_eq!(resp.status(), 401);
+    assert_eq!(resp.headers()["www-authenticate"], "Bearer");
+    let resp = gw
+        .client
+        .get(&read)
+        .bearer_auth(KEY_B)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 503);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["error"], "read_disabled");
+
     // Health, metrics and the OpenAPI document stay open.
     for path in [
         "/api/logs/health",

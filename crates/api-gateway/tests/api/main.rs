@@ -8,5 +8,6 @@ mod edge;
 mod helpers;
 mod ingest;
 mod key_quota;
+mod read;
 mod routes;
 mod shutdown;

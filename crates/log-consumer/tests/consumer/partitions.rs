@@ -337,3 +337,97 @@ async fn migrating_a_filled_table_keeps_every_row_and_the_consumer_writes_on() {
     assert!(s.wait_rows(n + 500).await);
     consumer.stop().await;
 }
+
+#[tokio::test]
+async fn retention_drops_partitions_under_a_steady_stream_of_writes() {
+    // Arrange: 100 rows on each of the last 6 days, stored by a consumer keeping 10 days.
+    let s = setup(None).await;
+    let now = now_ms();
+    let old: Vec<LogEvent> = (0..6)
+        .flat_map(|d| (0..100).map(move |i| event(now - d * DAY_MS - i * 1000, now)))
+        .collect();
+    let consumer = s.start(&["--log-retention-days=10"]).await;
+    s.send(old.clone()).await;
+    assert!(s.wait_rows(600).await);
+    let before = s.partition_names().await;
+
+    // Act: while 20 rounds of 100 fresh events flow through the same running consumer, a
+    // maintenance round with 3 days of retention runs beside it (as the consumer's own loop
+    // would after a restart with LOG_RETENTION_DAYS=3).
+    let stream = {
+        let (brokers, topic) = (s.brokers.clone(), s.topic.clone());
+        tokio::spawn(async move {
+            let mut sent = 0;
+            for _ in 0..20 {
+                let evs: Vec<LogEvent> = (0..100).map(|_| event(now_ms(), now_ms())).collect();
+                let (b, t) = (brokers.clone(), topic.clone());
+                tokio::task::spawn_blocking(move || {
+                    test_support::produce(
+                        &b,
+                        &t,
+                        evs.iter()
+                            .map(|e| (e.correlation_id.as_bytes().to_vec(), e.to_record())),
+                    )
+                })
+                .await
+                .unwrap();
+                sent += 100;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            sent
+        })
+    };
+    let db = log_consumer::db::Db::connect(
+        &s.db_url,
+        2,
+        Duration::from_secs(5),
+        Duration::from_secs(60),
+    )
+    .await
+    .unwrap();
+    // Wait until the stream is being written, then expire.
+    assert!(
+        test_support::wait_until(Duration::from_secs(30), || async {
+            s.count("SELECT count(*) FROM log_events").await > 600
+        })
+        .await
+    );
+    let round = log_consumer::partitions::maintain(&db, now_ms(), Interval::Day, 3)
+        .await
+        .unwrap();
+    let sent = stream.await.unwrap();
+
+    // Assert: exactly the partitions ending by now − 3 days went, every streamed event and
+    // every unexpired old row is stored, nothing was dead-lettered.
+    let cutoff = now_ms() - 3 * DAY_MS;
+    let after = s.partition_names().await;
+    let mut dropped = 0;
+    for n in &before {
+        let start = (-3..12)
+            .map(|d| Interval::Day.floor(now - d * DAY_MS))
+            .find(|&st| &day_partition(st) == n);
+        let expired = start.is_some_and(|st| st + DAY_MS <= cutoff);
+        assert_eq!(!after.contains(n), expired, "{n}: {after:?}");
+        dropped += usize::from(expired);
+    }
+    assert_eq!(round.dropped, dropped);
+    assert!(
+        dropped >= 7,
+        "retention 10 → 3 expires about 7 days: {dropped}"
+    );
+    let kept_old = old
+        .iter()
+        .filter(|e| Interval::Day.floor(e.timestamp) + DAY_MS > cutoff)
+        .count() as i64;
+    let want = kept_old + sent;
+    assert!(
+        test_support::wait_until(Duration::from_secs(60), || async {
+            s.count("SELECT count(*) FROM log_events").await == want
+        })
+        .await,
+        "rows {} != {want}",
+        s.count("SELECT count(*) FROM log_events").await
+    );
+    assert_eq!(s.count("SELECT count(*) FROM dead_letters").await, 0);
+    consumer.stop().await;
+}
