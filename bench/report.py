@@ -295,14 +295,60 @@ def p6(rows, meta):
     return res, main, []
 
 
+def recovery_s(per_second, start_s, kill_s, rate, nominal_s):
+    """Seconds from the kill until accepted/s (by answer time) is >= 90 % of the rate for good:
+    the end of the last second below it, minus the kill. The last, partial second is left out."""
+    below = [i for i in range(int(kill_s - start_s), int(nominal_s) - 1)
+             if (per_second[i] if i < len(per_second) else 0) < 0.9 * rate]
+    return max(0.0, below[-1] + 1 - (kill_s - start_s)) if below else 0.0
+
+
+def p7(rows, meta):
+    cap, kills = get(rows, "P7", "capacity"), get(rows, "P7", "kill")
+    if not kills:
+        return {"status": "not measured"}, ["| P7 | – | – | – | – | not measured | ≤ 10 s |"], []
+    rec, detail = [], []
+    for k in kills:
+        r = k["r"]
+        secs = recovery_s(r["answered_per_second"], r["start_unix_ms"] / 1000, k["kill_unix_s"], k["rate"], r["nominal_seconds"])
+        rec.append(secs)
+        after = r["answered_per_second"][int(k["kill_unix_s"] - r["start_unix_ms"] / 1000):int(r["nominal_seconds"]) - 1]
+        failed = sum(v for s, v in r["by_status"].items() if not s.startswith("2")) + r["errors"]
+        detail.append([k["rep"], f(k["rate"]), k["leader"], f"{secs:.1f}", f(min(after) if after else None),
+                       f(r["accepted_latency"]["max_ms"] if r["accepted_latency"] else None), failed])
+    res = {"recovery_s": spread(rec), "ratio": med(rec), "goal_s": 10, "offered_rate": kills[0]["rate"],
+           "closed_loop_capacity": cap[0]["r"]["accepted_per_sec"] if cap else None}
+    main = [f"| **P7** | leader of partition 0 killed (SIGKILL), 3 nodes, replication 3, min.insync.replicas 2, "
+            f"at half of closed-loop capacity: seconds until accepted/s ≥ 90 % of {f(res['offered_rate'])}/s again | "
+            f"closed loop: {f(res['closed_loop_capacity'])}/s | | **{res['ratio']:.1f} s** {'✅' if res['ratio'] <= 10 else '❌'} | "
+            f"{mmm(res['recovery_s'], 1)} | ≤ 10 s |"]
+    lines = ["### P7: per repetition", ""] + table(
+        ["rep", "offered events/s", "killed node", "recovery s", "lowest accepted/s after the kill", "max latency ms", "non-2xx or failed"], detail)
+    return res, main, lines
+
+
+def storage(rows):
+    """Bytes one stored event takes in PostgreSQL (heap + indexes of every partition), after P4."""
+    st = get(rows, "storage", None)
+    if not st or not st[0]["rows"]:
+        return None, []
+    s = st[0]
+    res = {"rows": s["rows"], "heap_bytes_per_row": s["heap_bytes"] / s["rows"], "index_bytes_per_row": s["index_bytes"] / s["rows"]}
+    return res, ["## Storage per event", ""] + table(
+        ["rows (after P4)", "heap bytes / row", "index bytes / row", "total bytes / row"],
+        [[f(s["rows"]), f(res["heap_bytes_per_row"]), f(res["index_bytes_per_row"]),
+          f(res["heap_bytes_per_row"] + res["index_bytes_per_row"])]])
+
+
 def cpu_table(rows, results):
     """CPU-seconds per 1 000 events per process, the broker included (medians across repetitions)."""
     out = {}
     for m, side, proc, events in (("P1", "ours", "gateway", "accepted"), ("P1", "ours", "broker", "accepted"),
                                   ("P2", "ours", "gateway", "accepted_events"), ("P2", "ours", "broker", "accepted_events"),
                                   ("P2", "baseline", "broker", "events"), ("P4", "ours", "consumer", "rows"),
-                                  ("P4", "ours", "broker", "rows"), ("P4", "ceiling", "broker", "events")):
-        v = [per_1000(r["cpu"][proc], r["r"][events]) for r in get(rows, m, side) if r["r"].get(events)]
+                                  ("P4", "ours", "broker", "rows"), ("P4", "ours", "postgres", "rows"),
+                                  ("P4", "baseline", "postgres", "rows"), ("P4", "ceiling", "broker", "events")):
+        v = [per_1000(r["cpu"][proc], r["r"][events]) for r in get(rows, m, side) if r["r"].get(events) and proc in r["cpu"]]
         if v:
             out[f"{proc} ({m} {side})"] = med(v)
     for k, v in (results.get("P5", {}).get("cpu_s_per_1000_accepted_overload") or {}).items():
@@ -322,11 +368,13 @@ def main():
     meta = next(r for r in rows if r["measure"] == "meta")
     results, main_rows, details = {"broker": meta["broker"]}, [], []
     for name, fn in (("P1", p1), ("P2", p2), ("P3", p3), ("P3x", lambda r, m: p3(r, m, "P3x", m["connections"] * 4, "P3x")),
-                     ("P4", p4), ("P5", p5), ("P6", p6)):
+                     ("P4", p4), ("P5", p5), ("P6", p6), ("P7", p7)):
         results[name], rows_md, detail = fn(rows, meta)
         main_rows += rows_md
         details += detail
     results["cpu_seconds_per_1000_events"], cpu_md = cpu_table(rows, results)
+    results["storage"], storage_md = storage(rows)
+    cpu_md += storage_md
     rss = {}
     for r in get(rows, "rss", None):
         rss.update(r["r"])

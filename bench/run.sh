@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Side-by-side benchmark of the ingest pipeline against baseline programs (crates/bench-baselines).
-#   ./bench/run.sh          full run: P1..P6, 5 repetitions, 200 000-event backlog (~30 min)
+#   ./bench/run.sh          full run: P1..P7, 5 repetitions, 200 000-event backlog (~30 min)
 #   ./bench/run.sh --quick  3 short repetitions, 20 000-event backlog (< 3 min after the build)
 #   ./bench/run.sh p5 [--cap N] [--reps N] [--half S] [--over S] [--prefill GB] NAME=[ENV,ENV...]...
 #       P5's overload only, one limited gateway per NAME (RATE_MAX=cap plus that NAME's env),
@@ -40,9 +40,11 @@ CONNS=${BENCH_CONNS:-256} P2_CONNS=32 P5_SETTLE=6 REPS=${BENCH_REPS:-5}
 if [ "$QUICK" = 1 ]; then
   DUR=3 WARM=1 REPS=3 P2_EVENTS=100000 P4_EVENTS=20000 P3X_REPS=1
   P5_SEARCH=3 P5_HALF=3 P5_OVER=3 P5_REPS=1 P5_SETTLE=2 P6_OVER=3 P6_EVENTS=50000
+  P7_REPS=1 P7_KILL_AT=4 P7_DUR=16
 elif [ "$MODE" = all ]; then
   DUR=10 WARM=5 P2_EVENTS=300000 P4_EVENTS=200000 P3X_REPS=$REPS
   P5_SEARCH=10 P5_HALF=15 P5_OVER=20 P6_OVER=30 P6_EVENTS=1000000
+  P7_REPS=3 P7_KILL_AT=10 P7_DUR=40
 fi
 
 LIB_TAG=bench
@@ -61,18 +63,27 @@ machine_busy_s() { awk -v t="$clk_tck" '/^cpu /{print ($2+$3+$4+$7+$8+$9)/t}' /p
 fsub() { awk -v a="$1" -v b="$2" 'BEGIN{printf "%.6f", a-b}'; }
 hwm_kb() { awk '/VmHWM/{print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
 now() { date +%s.%N; }
-# cpu_start NAME=PID...: CPU seconds of each process (and the machine's busy seconds, all
-# cores) from now; cpu_stop: what each used since, as cpu.NAME=SECONDS arguments in CPU.
+# CPU seconds of the whole PostgreSQL server: the postmaster, its live children (backends,
+# WAL writer, checkpointer...) and the children it has reaped (cutime+cstime).
+pg_cpu_s() {
+  local pm
+  pm=$(head -n 1 "$("${PSQL[@]}" -c 'SHOW data_directory')/postmaster.pid" 2>/dev/null) || { echo 0; return; }
+  awk -v t="$clk_tck" -v pm="$pm" '$4 == pm {s += $14 + $15} $1 == pm {s += $14 + $15 + $16 + $17} END {print s / t}' \
+    /proc/[0-9]*/stat 2>/dev/null
+}
+# cpu_start NAME=PID...: CPU seconds of each process (PID "pg": the PostgreSQL server; and the
+# machine's busy seconds, all cores) from now; cpu_stop: what each used since, as
+# cpu.NAME=SECONDS arguments in CPU.
+cpu_of() { case $1 in -) machine_busy_s ;; pg) pg_cpu_s ;; *) cpu_s "$1" ;; esac; }
 cpu_start() {
   CPU_NAMES=(machine) CPU_PIDS=(-) CPU_T0=("$(machine_busy_s)")
-  for a in "$@"; do CPU_NAMES+=("${a%%=*}"); CPU_PIDS+=("${a#*=}"); CPU_T0+=("$(cpu_s "${a#*=}")"); done
+  for a in "$@"; do CPU_NAMES+=("${a%%=*}"); CPU_PIDS+=("${a#*=}"); CPU_T0+=("$(cpu_of "${a#*=}")"); done
 }
 cpu_stop() {
-  local i t
+  local i
   CPU=()
   for i in "${!CPU_NAMES[@]}"; do
-    if [ "${CPU_PIDS[$i]}" = - ]; then t=$(machine_busy_s); else t=$(cpu_s "${CPU_PIDS[$i]}"); fi
-    CPU+=("cpu.${CPU_NAMES[$i]}=$(fsub "$t" "${CPU_T0[$i]}")")
+    CPU+=("cpu.${CPU_NAMES[$i]}=$(fsub "$(cpu_of "${CPU_PIDS[$i]}")" "${CPU_T0[$i]}")")
   done
 }
 
@@ -112,6 +123,7 @@ cleanup() {
   for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
   for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
   stop_bench_broker "$KAFKA_DATA"
+  [ ! -d "$RUN/kafka3" ] || stop_bench_broker "$RUN/kafka3"
   if [ -n "${DB:-}" ]; then psql -h 127.0.0.1 -U postgres -qAtc "DROP DATABASE IF EXISTS $DB WITH (FORCE)" >/dev/null 2>&1 || true; fi
   # A run that stopped part-way still reports what it measured (the rest: "not measured").
   if [ "$MODE" = all ] && [ "$REPORTED" = 0 ] && [ "$rc" != 0 ] && [ -s "$RAW" ]; then
@@ -274,7 +286,7 @@ measure_p1_to_p4() {
   say "P4: producing a backlog of $P4_EVENTS events into bench-backlog"
   "$BIN/bare-producer" --brokers "$BROKERS" --topic bench-backlog --events "$P4_EVENTS" >"$RUN/backlog.json"
   local cols="event_id,correlation_id,severity,message,source,event_time,received_at,stored_at,attributes,kafka_partition,kafka_offset"
-  local n first_t first_n ready_t deadline span first_batch m
+  local n first_t first_n ready_t deadline span first_batch m heap idx
   CONS_PORT=$(free_port)
   for rep in $(seq 1 "$REPS"); do
     say "P4 repetition $rep/$REPS: consumer draining $P4_EVENTS events (group bench-g$rep)"
@@ -282,7 +294,7 @@ measure_p1_to_p4() {
     start_consumer "consumer-$rep" bench-backlog "bench-g$rep-$DB"
     deadline=$((SECONDS + (QUICK == 1 ? 120 : 900)))
     n=0 first_t=null first_n=0 ready_t=$(now)
-    cpu_start consumer="$STARTED" broker="$BROKER_PID"
+    cpu_start consumer="$STARTED" broker="$BROKER_PID" postgres=pg
     while [ "$n" -lt "$P4_EVENTS" ]; do
       [ $SECONDS -lt $deadline ] || die "consumer stored only $n/$P4_EVENTS rows in time"
       sleep 0.1; n=$(rows_stored)
@@ -306,10 +318,14 @@ measure_p1_to_p4() {
     record measure=P4 side=ceiling rep="$rep" r="$r" "${CPU[@]}"
     [ "$rep" = 1 ] && "${PSQL[@]}" -c "\\copy (SELECT $cols FROM log_events) TO '$RUN/rows.csv' WITH (FORMAT csv)"
     "${PSQL[@]}" -c "TRUNCATE log_events" >/dev/null
-    e0=$(now); cpu_start
+    e0=$(now); cpu_start postgres=pg
     "${PSQL[@]}" -c "\\copy log_events ($cols) FROM '$RUN/rows.csv' WITH (FORMAT csv)"; cpu_stop
     record measure=P4 side=baseline rep="$rep" r.rows="$P4_EVENTS" r.seconds="$(fsub "$(now)" "$e0")" "${CPU[@]}"
   done
+  # What a stored event costs on disk (docs/SCALING.md): heap and indexes of every partition.
+  "${PSQL[@]}" -c "VACUUM ANALYZE log_events" >/dev/null
+  IFS='|' read -r n heap idx <<<"$("${PSQL[@]}" -c "SELECT (SELECT count(*) FROM log_events), sum(pg_table_size(relid)), sum(pg_indexes_size(relid)) FROM pg_partition_tree('log_events') WHERE isleaf")"
+  record measure=storage rows="$n" heap_bytes="$heap" index_bytes="$idx"
 }
 # "sum count" of a gateway's kafka_produce_duration_seconds (enqueue → delivery report).
 produce_sum_count() {
@@ -441,6 +457,43 @@ print(int(d["accepted"] >= 0.99 * s * d["nominal_seconds"] and d["accepted_per_s
   kill "$STARTED" 2>/dev/null || true
 }
 
+# ---------------------------------------------------------------- P7
+# A partition leader killed (SIGKILL) on a three-node cluster (replication 3,
+# min.insync.replicas 2) while a gateway takes half of what it can take there; loadgen counts
+# the 2xx answers per second of answer time, report.py the seconds from the kill until
+# accepted/s is back to >= 90 % of the offered rate for good. Fresh events (one key each), so
+# every partition, the killed leader's too, carries load.
+measure_p7() {
+  local data=$RUN/kafka3 brokers3 port pid url r rate leader t_kill lg rep
+  say "P7: starting a three-node Apache Kafka cluster (data in $data)"
+  brokers3=$(start_bench_broker "$data" "$RUN/kafka3-start.log" 3)
+  scripts/kafka.sh create-topic bench-p7 --partitions 3 --data "$data" 2>>"$RUN/kafka3-start.log"
+  port=$(free_port)
+  start_gateway gateway-p7 "$port" KAFKA_BROKERS="$brokers3" KAFKA_TOPIC=bench-p7; pid=$STARTED
+  url=http://127.0.0.1:$port/api/logs
+  loadgen --url "$url" --duration "$WARM" >/dev/null
+  r=$(loadgen --url "$url" --duration "$DUR" --concurrency "$CONNS")
+  rate=$(awk -v c="$(jfield accepted_per_sec <<<"$r")" 'BEGIN{printf "%d", c / 2}')
+  record measure=P7 side=capacity r="$r"
+  for rep in $(seq 1 "$P7_REPS"); do
+    # Looked up first: the admin tool takes seconds to start a JVM on a busy machine.
+    leader=$(scripts/kafka.sh describe bench-p7 --data "$data" | awk '$1 == 0 { sub("leader=", "", $2); print $2 }')
+    [[ "$leader" =~ ^[1-3]$ ]] || die "P7: no leader for partition 0 of bench-p7 (got '$leader')"
+    say "P7 repetition $rep/$P7_REPS: $rate events/s (half of closed loop), node $leader killed after ${P7_KILL_AT}s of ${P7_DUR}s"
+    loadgen --url "$url" --rate "$rate" --concurrency 1024 --duration "$P7_DUR" >"$RUN/p7-$rep.json" &
+    lg=$!
+    sleep "$((P7_KILL_AT + 1))"   # loadgen starts its clock about a second after it starts
+    t_kill=$(now)
+    scripts/kafka.sh kill-node "$leader" --data "$data" 2>>"$RUN/kafka3-start.log"
+    wait "$lg" || die "P7: loadgen failed"
+    record measure=P7 side=kill rep="$rep" rate="$rate" leader="$leader" kill_unix_s="$t_kill" r="$(cat "$RUN/p7-$rep.json")"
+    scripts/kafka.sh restart-node "$leader" --data "$data" 2>>"$RUN/kafka3-start.log"
+    sleep 5   # the restarted node catches up and rejoins the in-sync replicas
+  done
+  kill "$pid" 2>/dev/null || true
+  stop_bench_broker "$data"
+}
+
 # ---------------------------------------------------------------- p5 mode
 # For decisions a single limited gateway cannot make: on this shared host, configurations
 # measured minutes apart differ by more than most changes do, so their repetitions interleave.
@@ -482,6 +535,7 @@ if [ "$MODE" = p5 ]; then
 fi
 measure_p1_to_p4
 measure_p5_p6
+measure_p7
 say "writing bench/results.json and docs/BENCHMARKS.md"
 python3 bench/report.py "$RAW"
 REPORTED=1

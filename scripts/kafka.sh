@@ -228,6 +228,10 @@ new_cluster() {
       echo "share.coordinator.state.topic.min.isr=$isr"
       echo "share.coordinator.state.topic.num.partitions=3"
       echo "group.initial.rebalance.delay.ms=0"
+      # A dead broker is fenced (and its partitions get new leaders) once its session times
+      # out: 9 s by default, 4 s here (heartbeats every second), for a LAN cluster.
+      echo "broker.heartbeat.interval.ms=1000"
+      echo "broker.session.timeout.ms=4000"
       # A 2-core machine: few threads, a small log-cleaner buffer (128 MiB on heap by default).
       echo "num.io.threads=2"
       echo "num.network.threads=2"

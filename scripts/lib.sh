@@ -333,14 +333,15 @@ stop_pidfile() {
   rm -f "$pidfile"
 }
 
-# start_bench_broker DATA LOG: starts a benchmark's own one-node Apache Kafka in DATA (progress
-# in LOG) and prints its bootstrap servers; dies with the log's tail when it does not come up.
+# start_bench_broker DATA LOG [NODES]: starts a benchmark's own Apache Kafka (one node, or
+# NODES) in DATA (progress in LOG) and prints its bootstrap servers; dies with the log's tail
+# when it does not come up.
 # With --owner, should the bench be killed before its cleanup runs, the cluster stops and its
 # folder goes anyway (not with BENCH_KEEP_DATA=1, which keeps the folder).
 start_bench_broker() {
   local data=$1 start_log=$2 owner_flag=(--owner "$$") brokers
   [ "${BENCH_KEEP_DATA:-0}" = 1 ] && owner_flag=()
-  brokers=$(scripts/kafka.sh start --data "$data" --nodes 1 "${owner_flag[@]}" 2>"$start_log" | tail -n 1) ||
+  brokers=$(scripts/kafka.sh start --data "$data" --nodes "${3:-1}" "${owner_flag[@]}" 2>"$start_log" | tail -n 1) ||
     { tail -n 20 "$start_log" >&2; die "scripts/kafka.sh start failed (log: $start_log)"; }
   [ -n "$brokers" ] || die "scripts/kafka.sh start printed no bootstrap servers (log: $start_log)"
   echo "$brokers"

@@ -13,8 +13,9 @@
 //! Prints one JSON line: counts per status, accepted requests and events per second, latency
 //! percentiles of the accepted answers (also from the actual send) and of the refused ones,
 //! 429s without a `Retry-After` of at least 1 s, requests that started > 10 ms late (the
-//! generator could not keep up), a per-second timeline of the accepted answers, and with
-//! `--side-url` the answers of a second server that takes a share of the requests.
+//! generator could not keep up), per-second timelines of the accepted answers (by scheduled
+//! and by answer time), and with `--side-url` the answers of a second server that takes a
+//! share of the requests.
 
 use bench_baselines::{fresh_events, percentiles};
 use bytes::Bytes;
@@ -164,6 +165,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let next = Arc::new(AtomicU64::new(0));
     // Time for every worker to connect first (about 1 ms each, plus margin).
     let start = Instant::now() + Duration::from_millis(200 + args.concurrency as u64);
+    let start_unix_ms = now_ms() + 200 + args.concurrency as i64;
     let end = start + Duration::from_secs_f64(args.duration);
     let interval = (args.rate > 0.0).then(|| Duration::from_secs_f64(1.0 / args.rate));
 
@@ -265,6 +267,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             "accepted_service_latency": percentiles(&mut service),
             "refused_latency": percentiles(&mut all.refused_us),
             "timeline": timeline(&all.accepted),
+            "start_unix_ms": start_unix_ms,
+            "answered_per_second": answered_per_second(&all.accepted),
             "side": args.side_url.as_ref().map(|_| serde_json::json!({
                 "requests": side, "sent_per_sec": side as f64 / seconds,
                 "by_status": by_status(&all.side_by_status),
@@ -303,6 +307,20 @@ fn timeline(accepted: &[(u32, u32, u32)]) -> serde_json::Value {
             })
         })
         .collect()
+}
+
+/// 2xx answers per second of *answer* time since the start (P7: what a client sees while a
+/// broker fails over; the scheduled-time timeline above counts a late answer in its own second).
+fn answered_per_second(accepted: &[(u32, u32, u32)]) -> Vec<u32> {
+    let mut out = Vec::new();
+    for &(at_ms, us, _) in accepted {
+        let second = ((u64::from(at_ms) * 1000 + u64::from(us)) / 1_000_000) as usize;
+        if out.len() <= second {
+            out.resize(second + 1, 0);
+        }
+        out[second] += 1;
+    }
+    out
 }
 
 type Conn = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
