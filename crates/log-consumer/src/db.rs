@@ -63,8 +63,8 @@ pub fn is_data_error(sqlstate: &str) -> bool {
 }
 
 /// How a batch reaches `log_events`. All three store each (event_id, event_time) once and
-/// are durable when they return; they differ in speed only (bench/optimisations.md, entry 23;
-/// `cargo run --release -p log-consumer --example write_paths`).
+/// are durable when they return; they differ in speed only (bench/optimisations.md, "The
+/// consumer's write path"; `cargo run --release -p log-consumer --example write_paths`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WritePath {
     /// One `INSERT … SELECT FROM UNNEST(arrays) ON CONFLICT DO NOTHING`.
@@ -96,7 +96,7 @@ impl WritePath {
 }
 
 /// The write path [`Db::insert_batch`] takes: the fastest measured at every batch size.
-pub const WRITE_PATH: WritePath = WritePath::Unnest;
+pub const WRITE_PATH: WritePath = WritePath::CopyThenUnnest;
 
 /// A pooled connection that is closed, not returned to the pool, if dropped while a
 /// COPY is under way (a write cancelled by its timeout): sqlx leaves such a connection
