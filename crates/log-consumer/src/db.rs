@@ -1,13 +1,19 @@
-//! PostgreSQL: pool, migrations, the one-statement idempotent batch insert, dead letters,
-//! and the transient/permanent error split that decides between retry and dead-letter.
+//! PostgreSQL: pool, migrations, the idempotent batch write (binary COPY, or one
+//! `ON CONFLICT DO NOTHING` insert when the batch holds a duplicate), dead letters, and the
+//! transient/permanent error split that decides between retry and dead-letter.
 
+mod copy;
+
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use log_event::LogEvent;
+use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{ConnectOptions, Connection, PgPool};
+use sqlx::{ConnectOptions, Connection, Executor, PgConnection, PgPool, Postgres};
 use uuid::Uuid;
 
 use crate::Error;
@@ -54,6 +60,66 @@ pub fn classify(e: sqlx::Error) -> DbError {
 /// to wait out is safer than a row dead-lettered by mistake.
 pub fn is_data_error(sqlstate: &str) -> bool {
     sqlstate.starts_with("22") || sqlstate.starts_with("23")
+}
+
+/// How a batch reaches `log_events`. All three store each (event_id, event_time) once and
+/// are durable when they return; they differ in speed only (bench/optimisations.md, "The
+/// consumer's write path"; `cargo run --release -p log-consumer --example write_paths`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WritePath {
+    /// One `INSERT … SELECT FROM UNNEST(arrays) ON CONFLICT DO NOTHING`.
+    Unnest,
+    /// Binary COPY into a session's temporary table, then `INSERT … SELECT … ON CONFLICT DO
+    /// NOTHING` from it, in one transaction.
+    StagedCopy,
+    /// Binary COPY straight into `log_events`; the primary key refuses a batch holding a
+    /// row already stored (23505, nothing of the batch lands), which is then written again
+    /// by [`WritePath::Unnest`]. Duplicates are rare (redelivery after a crash or a
+    /// rebalance, client retries), so the common batch pays COPY's cost only.
+    CopyThenUnnest,
+}
+
+impl WritePath {
+    pub const ALL: [WritePath; 3] = [
+        WritePath::Unnest,
+        WritePath::StagedCopy,
+        WritePath::CopyThenUnnest,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WritePath::Unnest => "unnest",
+            WritePath::StagedCopy => "staged-copy",
+            WritePath::CopyThenUnnest => "copy-then-unnest",
+        }
+    }
+}
+
+/// The write path [`Db::insert_batch`] takes: the fastest measured at every batch size.
+pub const WRITE_PATH: WritePath = WritePath::CopyThenUnnest;
+
+/// A pooled connection that is closed, not returned to the pool, if dropped while a
+/// COPY is under way (a write cancelled by its timeout): sqlx leaves such a connection
+/// in a state that fails its next use.
+struct CopyConn(Option<PoolConnection<Postgres>>);
+
+impl CopyConn {
+    fn conn(&mut self) -> &mut PgConnection {
+        self.0.as_mut().expect("taken only by done()")
+    }
+
+    /// The COPY ended and the connection is ready for the next statement.
+    fn done(mut self) {
+        drop(self.0.take());
+    }
+}
+
+impl Drop for CopyConn {
+    fn drop(&mut self) {
+        if let Some(conn) = self.0.as_mut() {
+            conn.close_on_drop();
+        }
+    }
 }
 
 /// The `attributes` column of a batch as JSON text: every map serialized into one buffer
@@ -173,8 +239,8 @@ impl Db {
         conn.map_err(classify)
     }
 
-    /// Inserts the rows in one statement; duplicates are skipped. Returns how many rows were
-    /// new.
+    /// Stores the rows once each; duplicates are skipped. Returns how many rows were new.
+    /// Durable when it returns: offsets may be committed.
     ///
     /// The key is (event_id, event_time): PostgreSQL requires a partitioned table's unique
     /// key to contain the partition key. A duplicate still cannot land twice, in one
@@ -183,6 +249,55 @@ impl Db {
     /// the timestamp too). A client reusing an eventId with another timestamp sends another
     /// event, and both are stored (docs/ARCHITECTURE.md, "A row once").
     pub async fn insert_batch(&self, rows: &[Row]) -> Result<u64, DbError> {
+        self.insert_batch_via(WRITE_PATH, rows).await
+    }
+
+    /// [`Db::insert_batch`] by the given path (the benchmark compares them).
+    pub async fn insert_batch_via(&self, path: WritePath, rows: &[Row]) -> Result<u64, DbError> {
+        match path {
+            WritePath::Unnest => self.insert_unnest(rows).await,
+            WritePath::StagedCopy => self.insert_staged_copy(rows).await,
+            WritePath::CopyThenUnnest => match self.copy_batch(rows).await {
+                // A duplicate (23505) or a row PostgreSQL refuses: the insert that skips
+                // duplicates either stores the batch or reports the bad data, as before.
+                Err(DbError::Permanent(_)) => self.insert_unnest(rows).await,
+                result => result,
+            },
+        }
+    }
+
+    /// Binary COPY of the whole batch into `log_events`: all rows or none.
+    async fn copy_batch(&self, rows: &[Row]) -> Result<u64, DbError> {
+        let data = copy::encode(rows);
+        let mut guard = CopyConn(Some(self.acquire().await?));
+        let result = copy_in(
+            guard.conn(),
+            &format!(
+                "COPY log_events ({}) FROM STDIN (FORMAT binary)",
+                copy::COLUMNS
+            ),
+            &data,
+        )
+        .await;
+        // An error PostgreSQL sent (a duplicate, a bad row) ends the COPY cleanly; any
+        // other leaves the connection unusable, and the guard closes it.
+        if matches!(result, Ok(_) | Err(sqlx::Error::Database(_))) {
+            guard.done();
+        }
+        result.map_err(classify)
+    }
+
+    /// Binary COPY into a temporary table, then one insert that skips duplicates, in one
+    /// transaction (the temporary table empties itself at commit).
+    async fn insert_staged_copy(&self, rows: &[Row]) -> Result<u64, DbError> {
+        let data = copy::encode(rows);
+        let mut guard = CopyConn(Some(self.acquire().await?));
+        let inserted = staged_copy(guard.conn(), &data).await.map_err(classify)?;
+        guard.done();
+        Ok(inserted)
+    }
+
+    async fn insert_unnest(&self, rows: &[Row]) -> Result<u64, DbError> {
         let n = rows.len();
         let mut ids: Vec<Uuid> = Vec::with_capacity(n);
         let mut correlation: Vec<&str> = Vec::with_capacity(n);
@@ -320,6 +435,45 @@ impl Db {
             Err(_) => false,
         }
     }
+}
+
+/// The future is boxed as `Send` for a named lifetime: left to inference, sqlx's
+/// executor bounds make the writer's spawned task "not general enough" to be `Send`.
+type SendFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, sqlx::Error>> + Send + 'a>>;
+
+fn copy_in<'a>(
+    conn: &'a mut PgConnection,
+    statement: &'a str,
+    data: &'a [u8],
+) -> SendFuture<'a, u64> {
+    Box::pin(async move {
+        let mut copy = conn.copy_in_raw(statement).await?;
+        copy.send(data).await?;
+        copy.finish().await
+    })
+}
+
+/// Four round trips: BEGIN with the table, COPY (start, data), the insert with COMMIT.
+/// On an error the caller closes the connection, whose transaction may be left open.
+fn staged_copy<'a>(conn: &'a mut PgConnection, data: &'a [u8]) -> SendFuture<'a, u64> {
+    Box::pin(async move {
+        conn.execute(
+            "BEGIN; CREATE TEMP TABLE IF NOT EXISTS log_events_stage \
+             (LIKE log_events INCLUDING DEFAULTS) ON COMMIT DELETE ROWS",
+        )
+        .await?;
+        let statement = format!(
+            "COPY log_events_stage ({}) FROM STDIN (FORMAT binary)",
+            copy::COLUMNS
+        );
+        copy_in(conn, &statement, data).await?;
+        let sql = format!(
+            "INSERT INTO log_events ({0}) SELECT {0} FROM log_events_stage \
+         ON CONFLICT (event_id, event_time) DO NOTHING; COMMIT",
+            copy::COLUMNS
+        );
+        Ok(conn.execute(sql.as_str()).await?.rows_affected())
+    })
 }
 
 /// A partition of `log_events`.

@@ -1,7 +1,8 @@
 //! log-consumer: reads log events from Kafka and writes each exactly once to PostgreSQL.
 //!
 //! Data path: [`pipeline`] (consume, bound in-flight, batch, commit the watermark) →
-//! [`db`] (one idempotent UNNEST insert per batch) — with [`dlq`] for poison messages,
+//! [`db`] (one binary COPY per batch; an idempotent UNNEST insert for a batch holding a
+//! duplicate) — with [`dlq`] for poison messages,
 //! [`partitions`] for time partitions and retention, and [`http`] for health and metrics.
 
 pub mod config;

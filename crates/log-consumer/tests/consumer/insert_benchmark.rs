@@ -68,7 +68,7 @@ async fn batch_insert_reaches_seventy_percent_of_copy() {
         .unwrap();
     let rows = Arc::new(rows(n));
 
-    // The consumer's way: batches of 500, four at a time, one UNNEST statement each.
+    // The consumer's way: batches of 500, four at a time, through `Db::insert_batch`.
     let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let started = Instant::now();
     let mut writers = Vec::new();
@@ -114,7 +114,7 @@ async fn batch_insert_reaches_seventy_percent_of_copy() {
     let copy_rate = n as f64 / copy.as_secs_f64();
     let ratio = unnest_rate / copy_rate;
     println!(
-        "{n} rows: UNNEST batches {unnest_rate:.0} rows/s ({unnest:.2?}), \\copy {copy_rate:.0} rows/s ({copy:.2?}), ratio {ratio:.2}"
+        "{n} rows: insert_batch {unnest_rate:.0} rows/s ({unnest:.2?}), \\copy {copy_rate:.0} rows/s ({copy:.2?}), ratio {ratio:.2}"
     );
     assert!(ratio >= 0.7, "batch insert at {ratio:.2}× COPY");
 }
