@@ -115,7 +115,21 @@ def p2(rows, meta):
                       f"bare rdkafka producer ({meta['p2_events']} records, same broker and settings)",
                       [r["r"]["events_per_sec"] for r in get(rows, "P2", "baseline")],
                       [r["r"]["accepted_events_per_sec"] for r in get(rows, "P2", "ours")])
-    return res, main, []
+    o = get(rows, "P2", "ours")
+    if "ratio" not in res or not all("gateway" in r["cpu"] for r in o):
+        return res, main, []
+    # Batches are CPU work, not waiting: the ceiling is what the gateway and the broker cost per
+    # event, with both cores theirs (the load generator free).
+    gw_s = med(r["cpu"]["gateway"] / r["r"]["accepted_events"] for r in o)
+    br_s = med(r["cpu"]["broker"] / r["r"]["accepted_events"] for r in o)
+    ceiling = NCPU / (gw_s + br_s)
+    res["cpu_ceiling"] = {"gateway_us_per_event": gw_s * 1e6, "broker_us_per_event": br_s * 1e6, "events_per_sec": ceiling,
+                          "ratio": ceiling / res["baseline"], "machine_busy_cores": med(r["cpu"]["machine"] / r["r"]["seconds"] for r in o)}
+    lines = ["### P2: in-run ceiling", ""] + table(
+        ["ceiling", "events/s", "P2 at most", "ours ÷ ceiling", "machine busy during ours (of 2)"],
+        [[f"CPU: gateway ({gw_s * 1e6:.1f} µs) + broker ({br_s * 1e6:.1f} µs) per event on {NCPU} cores", f(ceiling),
+          f"{ceiling / res['baseline']:.3f}", f"{res['ours'] / ceiling:.3f}", f"{res['cpu_ceiling']['machine_busy_cores']:.2f}"]])
+    return res, main, lines
 
 
 def p3(rows, meta, m="P3", conns=None, inflight_from="P1"):
