@@ -68,8 +68,10 @@ now() { date +%s.%N; }
 pg_cpu_s() {
   local pm
   pm=$(head -n 1 "$("${PSQL[@]}" -c 'SHOW data_directory')/postmaster.pid" 2>/dev/null) || { echo 0; return; }
-  awk -v t="$clk_tck" -v pm="$pm" '$4 == pm {s += $14 + $15} $1 == pm {s += $14 + $15 + $16 + $17} END {print s / t}' \
-    /proc/[0-9]*/stat 2>/dev/null
+  # Through cat: a process that exits between the glob and the read is skipped (mawk, Debian's
+  # awk, would stop at the missing file).
+  { cat /proc/[0-9]*/stat 2>/dev/null || true; } |
+    awk -v t="$clk_tck" -v pm="$pm" '$4 == pm {s += $14 + $15} $1 == pm {s += $14 + $15 + $16 + $17} END {print s / t}'
 }
 # cpu_start NAME=PID...: CPU seconds of each process (PID "pg": the PostgreSQL server; and the
 # machine's busy seconds, all cores) from now; cpu_stop: what each used since, as
