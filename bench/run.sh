@@ -63,15 +63,14 @@ machine_busy_s() { awk -v t="$clk_tck" '/^cpu /{print ($2+$3+$4+$7+$8+$9)/t}' /p
 fsub() { awk -v a="$1" -v b="$2" 'BEGIN{printf "%.6f", a-b}'; }
 hwm_kb() { awk '/VmHWM/{print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
 now() { date +%s.%N; }
-# CPU seconds of the whole PostgreSQL server: the postmaster, its live children (backends,
-# WAL writer, checkpointer...) and the children it has reaped (cutime+cstime).
+# CPU seconds of the whole PostgreSQL server (postmaster PG_PM, read once the database exists):
+# the postmaster, its live children (backends, WAL writer, checkpointer...) and the children it
+# has reaped (cutime+cstime).
 pg_cpu_s() {
-  local pm
-  pm=$(head -n 1 "$("${PSQL[@]}" -c 'SHOW data_directory')/postmaster.pid" 2>/dev/null) || { echo 0; return; }
   # Through cat: a process that exits between the glob and the read is skipped (mawk, Debian's
   # awk, would stop at the missing file).
   { cat /proc/[0-9]*/stat 2>/dev/null || true; } |
-    awk -v t="$clk_tck" -v pm="$pm" '$4 == pm {s += $14 + $15} $1 == pm {s += $14 + $15 + $16 + $17} END {print s / t}'
+    awk -v t="$clk_tck" -v pm="$PG_PM" '$4 == pm {s += $14 + $15} $1 == pm {s += $14 + $15 + $16 + $17} END {print s / t}'
 }
 # cpu_start NAME=PID...: CPU seconds of each process (PID "pg": the PostgreSQL server; and the
 # machine's busy seconds, all cores) from now; cpu_stop: what each used since, as
@@ -155,6 +154,7 @@ DB=bench_$(date +%s)
 DBURL=postgres://postgres@127.0.0.1:5432/$DB
 psql -h 127.0.0.1 -U postgres -qAtc "CREATE DATABASE $DB" >/dev/null
 PSQL=(psql -h 127.0.0.1 -U postgres -d "$DB" -qAt)
+PG_PM=$(head -n 1 "$("${PSQL[@]}" -c 'SHOW data_directory')/postmaster.pid" 2>/dev/null) || PG_PM=-1
 
 start_gateway() { # name port extra-env... → STARTED (pid)
   local name=$1 port=$2; shift 2

@@ -55,8 +55,7 @@ else
   step "starting Apache Kafka (one node, data in $TMP/kafka)"
   KAFKA_BROKERS=$("$ROOT/scripts/kafka.sh" start --data "$TMP/kafka" | tail -n 1)
 fi
-"$ROOT/scripts/kafka.sh" create-topic "$TOPIC" --partitions 3 --bootstrap "$KAFKA_BROKERS"
-"$ROOT/scripts/kafka.sh" create-topic "$TOPIC.dlq" --partitions 3 --bootstrap "$KAFKA_BROKERS"
+create_topics "$TOPIC" --bootstrap "$KAFKA_BROKERS"
 export KAFKA_BROKERS KAFKA_TOPIC=$TOPIC LOG_FORMAT=json
 
 start_consumer() {
