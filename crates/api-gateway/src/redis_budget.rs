@@ -146,7 +146,10 @@ impl RedisBudget {
         need: f64,
         extra: f64,
     ) -> Result<Grant, RedisError> {
-        self.bounded(async {
+        // Boxed: the pool checkout and the command make a ~14 KiB future. Inline, it would be
+        // part of every request's handler future, Redis or not, and copied into each one's
+        // heap allocation (4-5 % of the gateway's CPU per single event without Redis).
+        Box::pin(self.bounded(async {
             let mut conn = self.conn().await?;
             let (granted, remaining): (String, String) = redis::cmd("EVAL")
                 .arg(LEASE_SCRIPT)
@@ -163,7 +166,7 @@ impl RedisBudget {
                 granted: granted.parse().unwrap_or(0.0),
                 remaining: remaining.parse().unwrap_or(0.0),
             })
-        })
+        }))
         .await
     }
 
