@@ -1,11 +1,12 @@
 #!/usr/bin/env python3
-"""bench/run.sh's raw.jsonl → bench/results.json + docs/BENCHMARKS.md: numbers and tables only.
+"""bench/run.sh's raw.jsonl → results.json + BENCHMARKS.md: numbers and tables only.
 
-    bench/report.py RAW                  the full report
+    bench/report.py RAW                  a full run's: bench/results.json, docs/BENCHMARKS.md;
+                                         a --quick run's: beside RAW
     bench/report.py --side-by-side RAW   P5's p99 ratio per configuration (./bench/run.sh p5)
 
-One function per measure; each returns its results.json entry, its rows of the results table
-and its detail table. What the numbers mean and what was tried: bench/optimisations.md."""
+One function per measure returns its results.json entry, its rows of the results table and its
+detail tables. What the numbers mean and what was tried: bench/optimisations.md."""
 import json
 import os
 import statistics
@@ -39,6 +40,14 @@ def per_1000(cpu_s, events):
     return cpu_s / events * 1000 if events else None
 
 
+def result_row(m, what, base, ours, ratio, ok, reps, goal):
+    return f"| **{m}** | {what} | {base} | {ours} | **{ratio}** {'✅' if ok else '❌'} | {reps} | {goal} |"
+
+
+def not_measured(m, goal=""):
+    return {"status": "not measured"}, [f"| {m} | – | – | – | – | not measured | {goal} |"], []
+
+
 def table(header, rows):
     return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + \
            ["| " + " | ".join(str(c) for c in r) + " |" for r in rows] + [""]
@@ -52,9 +61,8 @@ def ratio(m, what, baseline_what, base, ours):
            "unit": "events/s", "baseline_reps": spread(base), "ours_reps": spread(ours),
            "ratio_per_rep": spread([o / b for o, b in zip(ours, base)]), "description": what,
            "baseline_program": baseline_what}
-    ok = "✅" if res["ratio"] >= GOALS[m] else "❌"
-    return res, [f"| **{m}** | {what} ÷ {baseline_what} | {f(res['baseline'])} | {f(res['ours'])} | "
-                 f"**{res['ratio']:.3f}** {ok} | {mmm(res['ratio_per_rep'])} | ≥ {GOALS[m]} |"]
+    return res, [result_row(m, f"{what} ÷ {baseline_what}", f(res["baseline"]), f(res["ours"]), f"{res['ratio']:.3f}",
+                            res["ratio"] >= GOALS[m], mmm(res["ratio_per_rep"]), f"≥ {GOALS[m]}")]
 
 
 def inflight(rows, measure, base, ours):
@@ -232,7 +240,7 @@ def p5_config(rows, config):
 def p5(rows, meta):
     configs = {name: p5_config(rows, name) for name in ("peak", "headroom")}
     if not configs["peak"]:
-        return {"status": "not measured"}, ["| P5 | – | – | – | – | not measured | |"], []
+        return not_measured("P5")
     res = dict(configs["peak"], headroom_config=configs["headroom"], sustainable_rate=configs["peak"]["capacity"])
     res["search"] = [{"step": r["step"], "accepted_per_sec": r["r"]["accepted_per_sec"], "lag_after": r["lag_after"],
                       "p99_ms": (r["r"]["accepted_latency"] or {}).get("p99_ms")} for r in get(rows, "P5", "search")]
@@ -241,14 +249,13 @@ def p5(rows, meta):
         if not x:
             continue
         label = f"P5 (capacity = {'peak' if name == 'peak' else 'peak ÷ 2'}: {f(x['capacity'])}/s)"
-        ok = lambda c: "✅" if c else "❌"  # noqa: E731
         rec = x["recovery_s"]
-        main += [f"| **{label}** | goodput at 3× offered ({x['offered_multiple']:.1f}× reached) ÷ capacity | {f(x['capacity'])} | "
-                 f"{f(x['ours'])} | **{x['ratio']:.3f}** {ok(x['ratio'] >= GOALS['P5'])} | {mmm(x['goodput_ratio_reps'])} | ≥ {GOALS['P5']} |",
-                 f"| **{label}** | p99 of accepted at 3× ÷ p99 at 50 % | {x['p99_half_ms']['median']:.1f} ms | "
-                 f"{x['p99_over_ms']['median']:.1f} ms | **{x['p99_ratio']:.2f}** {ok(x['p99_ratio'] <= 3)} | {mmm(x['p99_ratio_reps'], 2)} | ≤ 3 |",
-                 f"| **{label}** | seconds until lag < 10 000 after the overload | | {f(rec, 1)} s | "
-                 f"**{f(rec, 1)} s** {ok(rec is not None and rec <= 60)} | {mmm(x['recovery_reps'], 1)} | ≤ 60 s |"]
+        main += [result_row(label, f"goodput at 3× offered ({x['offered_multiple']:.1f}× reached) ÷ capacity", f(x["capacity"]),
+                            f(x["ours"]), f"{x['ratio']:.3f}", x["ratio"] >= GOALS["P5"], mmm(x["goodput_ratio_reps"]), f"≥ {GOALS['P5']}"),
+                 result_row(label, "p99 of accepted at 3× ÷ p99 at 50 %", f"{x['p99_half_ms']['median']:.1f} ms",
+                            f"{x['p99_over_ms']['median']:.1f} ms", f"{x['p99_ratio']:.2f}", x["p99_ratio"] <= 3, mmm(x["p99_ratio_reps"], 2), "≤ 3"),
+                 result_row(label, "seconds until lag < 10 000 after the overload", "", f"{f(rec, 1)} s", f"{f(rec, 1)} s",
+                            rec is not None and rec <= 60, mmm(x["recovery_reps"], 1), "≤ 60 s")]
         lat = x["latency_at_half_load_ms"]
         detail += [f"### P5, capacity = {name} ({f(x['capacity'])} events/s; peak {f(x['peak'])})", ""] + table(
             ["run (min / median / max across repetitions)", "value"],
@@ -261,12 +268,13 @@ def p5(rows, meta):
              ["bound run: goodput ÷ capacity", mmm(x["bound_goodput_ratio_reps"])],
              ["bound run: machine busy cores", mmm(x["bound_machine_busy_cores"], 2)],
              [f"3×: machine busy cores (of {NCPU})", mmm(x["machine_busy_cores_overload"], 2)],
-             ["3×: answers per repetition", "; ".join(json.dumps(c) for c in x["status_counts_overload"])],
-             ["3×: 429s without Retry-After; generator late starts", f"{x['missing_retry_after']}; {x['generator_late_starts']}"],
-             ["lag when each overload stopped", x["lag_at_stop"]],
-             ["3× timeline: first second accepted / p99 ms; later seconds p99 median / max",
-              "; ".join(f"{t['first_second_accepted']} / {t['first_second_p99_ms']:.1f}; {t['later_seconds_p99_ms_median']:.1f} / "
-                        f"{t['later_seconds_p99_ms_max']:.1f}" for t in x["overload_timeline"])]])
+             ["3×: 429s without Retry-After", x["missing_retry_after"]]])
+        detail += table(["3× rep", "answers", "generator late starts", "lag at stop", "1st second: accepted / p99 ms",
+                         "later seconds: p99 median / max ms"],
+                        [[i + 1, json.dumps(c), late, lag, f"{t['first_second_accepted']} / {t['first_second_p99_ms']:.1f}",
+                          f"{t['later_seconds_p99_ms_median']:.1f} / {t['later_seconds_p99_ms_max']:.1f}"]
+                         for i, (c, late, lag, t) in enumerate(zip(x["status_counts_overload"], x["generator_late_starts"],
+                                                                   x["lag_at_stop"], x["overload_timeline"]))])
     detail += ["### P5: sustainable-rate search", ""] + table(
         ["step", "accepted/s", "p99 ms", "lag after"],
         [[s["step"], f(s["accepted_per_sec"]), f(s["p99_ms"], 1), s["lag_after"]] for s in res["search"]])
@@ -290,7 +298,7 @@ def rss_profile(path, t0, t1):
 def p6(rows, meta):
     g, c = get(rows, "P6", "gateway"), get(rows, "P6", "consumer")
     if not g or not c:
-        return {"status": "not measured"}, ["| P6 | – | – | – | – | not measured | |"], []
+        return not_measured("P6")
     g, c = g[0], c[0]
     res = {"gateway": dict(rss_profile(g["rss_log"], g["t0"], g["t1"]), hwm_mib=g["hwm_kb"] / 1024, limit_mib=150,
                            offered_events_per_sec=g["r"]["sent_per_sec"] * 100, accepted_events_per_sec=g["r"]["accepted_events_per_sec"],
@@ -303,9 +311,9 @@ def p6(rows, meta):
                       ("consumer", f"consumer RSS draining {f(c['events'])} events")):
         x = res[who]
         growth = x.get("growth_last_vs_first")
-        main.append(f"| **P6** | {what} | limit {x['limit_mib']} MiB | {x['hwm_mib']:.1f} MiB | **{x['hwm_mib'] / x['limit_mib']:.2f}** "
-                    f"{'✅' if x['hwm_mib'] < x['limit_mib'] else '❌'} | last third vs first: "
-                    f"{'–' if growth is None else f'{growth * 100:+.1f} %'} | < {x['limit_mib']} MiB, flat |")
+        main.append(result_row("P6", what, f"limit {x['limit_mib']} MiB", f"{x['hwm_mib']:.1f} MiB", f"{x['hwm_mib'] / x['limit_mib']:.2f}",
+                               x["hwm_mib"] < x["limit_mib"], f"last third vs first: {'–' if growth is None else f'{growth * 100:+.1f} %'}",
+                               f"< {x['limit_mib']} MiB, flat"))
     return res, main, []
 
 
@@ -320,7 +328,7 @@ def recovery_s(per_second, start_s, kill_s, rate, nominal_s):
 def p7(rows, meta):
     cap, kills = get(rows, "P7", "capacity"), get(rows, "P7", "kill")
     if not kills:
-        return {"status": "not measured"}, ["| P7 | – | – | – | – | not measured | ≤ 10 s |"], []
+        return not_measured("P7", "≤ 10 s")
     rec, detail = [], []
     for k in kills:
         r = k["r"]
@@ -332,10 +340,10 @@ def p7(rows, meta):
                        f(r["accepted_latency"]["max_ms"] if r["accepted_latency"] else None), failed])
     res = {"recovery_s": spread(rec), "ratio": med(rec), "goal_s": 10, "offered_rate": kills[0]["rate"],
            "closed_loop_capacity": cap[0]["r"]["accepted_per_sec"] if cap else None}
-    main = [f"| **P7** | leader of partition 0 killed (SIGKILL), 3 nodes, replication 3, min.insync.replicas 2, "
-            f"at half of closed-loop capacity: seconds until accepted/s ≥ 90 % of {f(res['offered_rate'])}/s again | "
-            f"closed loop: {f(res['closed_loop_capacity'])}/s | | **{res['ratio']:.1f} s** {'✅' if res['ratio'] <= 10 else '❌'} | "
-            f"{mmm(res['recovery_s'], 1)} | ≤ 10 s |"]
+    main = [result_row("P7", "leader of partition 0 killed (SIGKILL), 3 nodes, replication 3, min.insync.replicas 2, at half of "
+                       f"closed-loop capacity: seconds until accepted/s ≥ 90 % of {f(res['offered_rate'])}/s again",
+                       f"closed loop: {f(res['closed_loop_capacity'])}/s", "", f"{res['ratio']:.1f} s", res["ratio"] <= 10,
+                       mmm(res["recovery_s"], 1), "≤ 10 s")]
     lines = ["### P7: per repetition", ""] + table(
         ["rep", "offered events/s", "killed node", "recovery s", "lowest accepted/s after the kill", "max latency ms", "non-2xx or failed"], detail)
     return res, main, lines
@@ -395,14 +403,18 @@ def main():
     results["observed_rss_kb"] = rss
     results["meta"] = {k: meta[k] for k in ("date", "git_head", "uncommitted_paths", "repetitions",
                                             "duration_per_rep", "connections")} | {"quick": bool(meta["quick"]), "nproc": NCPU}
-    with open(os.path.join(ROOT, "bench/results.json"), "w") as out:
+    # A --quick run's report stays beside its raw data: only a full run is the committed one.
+    run_dir = os.path.dirname(os.path.abspath(sys.argv[1]))
+    json_path, md_path = (f"{run_dir}/results.json", f"{run_dir}/BENCHMARKS.md") if meta["quick"] else \
+        (f"{ROOT}/bench/results.json", f"{ROOT}/docs/BENCHMARKS.md")
+    with open(json_path, "w") as out:
         json.dump(results, out, indent=2)
         out.write("\n")
     mode = "--quick" if meta["quick"] else "full"
     lines = ["# Benchmarks", "",
              f"Generated by `./bench/run.sh{' --quick' if meta['quick'] else ''}` from `{os.path.relpath(meta['run_dir'], ROOT)}/raw.jsonl`: "
              "do not edit by hand, rerun it. Numbers and tables only: what bounds each ratio, what was tried and "
-             "why is in the hand-written [bench/optimisations.md](../bench/optimisations.md).", "",
+             f"why is in the hand-written [bench/optimisations.md]({os.path.relpath(f'{ROOT}/bench/optimisations.md', os.path.dirname(md_path))}).", "",
              f"- date: {meta['date']}; `git rev-parse HEAD`: `{meta['git_head']}` (+{meta['uncommitted_paths']} uncommitted paths)",
              f"- broker: {meta['broker']} (one node, KRaft, `scripts/kafka.sh`); fresh PostgreSQL database; release builds",
              f"- mode: {mode}; {meta['repetitions']} repetitions of {meta['duration_per_rep']} s per side, baseline and ours "
@@ -414,8 +426,9 @@ def main():
     lines += ["Peak RSS (VmHWM) outside P6: " + ", ".join(f"{k} = {v / 1024:.1f} MiB" for k, v in rss.items()), "",
               "## Machine", "", "```", f"nproc: {NCPU}", sh("free -h"),
               sh("lscpu | grep -E 'Model name|^CPU\\(s\\)|Thread|Core|Socket|MHz|L3'"), sh("uname -sr"), "```", ""]
-    with open(os.path.join(ROOT, "docs/BENCHMARKS.md"), "w") as out:
+    with open(md_path, "w") as out:
         out.write("\n".join(lines))
+    print(f"wrote {json_path} and {md_path}")
 
 
 def side_by_side(rows):

@@ -1,16 +1,16 @@
 #!/usr/bin/env bash
 # Side-by-side benchmark of the ingest pipeline against baseline programs (crates/bench-baselines).
-#   ./bench/run.sh          full run: P1..P7, 5 repetitions, 200 000-event backlog (~30 min)
-#   ./bench/run.sh --quick  3 short repetitions, 20 000-event backlog (< 3 min after the build)
+#   ./bench/run.sh          full run: P1..P7, 5 repetitions (~30 min); regenerates
+#                           bench/results.json and docs/BENCHMARKS.md
+#   ./bench/run.sh --quick  every measure once or twice, briefly (< 3 min after the build);
+#                           its report stays in the run directory
 #   ./bench/run.sh p5 [--cap N] [--reps N] [--half S] [--over S] [--prefill GB] NAME=[ENV,ENV...]...
 #       P5's overload only, one limited gateway per NAME (RATE_MAX=cap plus that NAME's env),
-#       repetitions interleaved in a rotated order; prints each configuration's p99 ratio
-#       (3x / 50 %). --prefill GB then fills the broker to GB gigabytes and runs them again
-#       (NAME@GBgb). e.g. ./bench/run.sh p5 --cap 6200 capped= uncapped=RATE_BURST_MAX_EVENTS=0
-# Starts its own one-node Apache Kafka (scripts/kafka.sh, data under .run/bench, deleted at the
-# end unless BENCH_KEEP_DATA=1), a fresh database and release builds of the services (limiter
-# out of the way except in P5/P6). Every claim is a ratio of medians measured in the same run;
-# bench/report.py turns .run/bench/<stamp>/raw.jsonl into bench/results.json + docs/BENCHMARKS.md.
+#       repetitions interleaved in a rotated order; prints each one's p99 ratio (3x / 50 %).
+#       --prefill GB then fills the broker to GB gigabytes and runs them again (NAME@GBgb).
+# Starts its own Apache Kafka (scripts/kafka.sh; data under .run/bench/<stamp>, deleted unless
+# BENCH_KEEP_DATA=1), a fresh database and release builds (limiter out of the way except in
+# P5/P6). Records go to .run/bench/<stamp>/raw.jsonl; bench/report.py turns them into the report.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -36,15 +36,15 @@ done
 
 # P1/P3: 256 connections saturate the machine (at 32 the gateway idles waiting for linger.ms +
 # the acks=all round trip). P2: 32 connections of 100-event batches. P3x: 4x the connections.
-CONNS=${BENCH_CONNS:-256} P2_CONNS=32 P5_SETTLE=6 REPS=${BENCH_REPS:-5}
+CONNS=${BENCH_CONNS:-256} P2_CONNS=32 P5_SETTLE=6 REPS=${BENCH_REPS:-5} DRAIN_S=900
 if [ "$QUICK" = 1 ]; then
-  DUR=3 WARM=1 REPS=3 P2_EVENTS=100000 P4_EVENTS=20000 P3X_REPS=1
-  P5_SEARCH=3 P5_HALF=3 P5_OVER=3 P5_REPS=1 P5_SETTLE=2 P6_OVER=3 P6_EVENTS=50000
-  P7_REPS=1 P7_KILL_AT=4 P7_DUR=16
-elif [ "$MODE" = all ]; then
+  DUR=2 WARM=1 REPS=2 P2_EVENTS=100000 P4_EVENTS=20000 P3X_REPS=1 DRAIN_S=120
+  P5_SEARCH=2 P5_HALF=2 P5_OVER=2 P5_REPS=1 P5_SETTLE=2 P6_OVER=2 P6_EVENTS=30000
+  P7_REPS=1 P7_KILL_AT=3 P7_DUR=12
+else
   DUR=10 WARM=5 P2_EVENTS=300000 P4_EVENTS=200000 P3X_REPS=$REPS
-  P5_SEARCH=10 P5_HALF=15 P5_OVER=20 P6_OVER=30 P6_EVENTS=1000000
-  P7_REPS=3 P7_KILL_AT=10 P7_DUR=40
+  P5_SEARCH=10 P6_OVER=30 P6_EVENTS=1000000 P7_REPS=3 P7_KILL_AT=10 P7_DUR=40
+  [ "$MODE" = p5 ] || P5_HALF=15
 fi
 
 LIB_TAG=bench
@@ -58,26 +58,24 @@ ensure_postgres
 for t in psql curl python3; do command -v "$t" >/dev/null || die "$t not found"; done
 
 clk_tck=$(getconf CLK_TCK)
-cpu_s() { awk -v t="$clk_tck" '{print ($14+$15)/t}' "/proc/$1/stat" 2>/dev/null || echo 0; }
-machine_busy_s() { awk -v t="$clk_tck" '/^cpu /{print ($2+$3+$4+$7+$8+$9)/t}' /proc/stat; }
+now() { date +%s.%N; }
 fsub() { awk -v a="$1" -v b="$2" 'BEGIN{printf "%.6f", a-b}'; }
 hwm_kb() { awk '/VmHWM/{print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
-now() { date +%s.%N; }
-# CPU seconds of the whole PostgreSQL server (postmaster PG_PM, read once the database exists):
-# the postmaster, its live children (backends, WAL writer, checkpointer...) and the children it
-# has reaped (cutime+cstime).
-pg_cpu_s() {
-  # Through cat: a process that exits between the glob and the read is skipped (mawk, Debian's
-  # awk, would stop at the missing file).
-  { cat /proc/[0-9]*/stat 2>/dev/null || true; } |
-    awk -v t="$clk_tck" -v pm="$PG_PM" '$4 == pm {s += $14 + $15} $1 == pm {s += $14 + $15 + $16 + $17} END {print s / t}'
+# CPU seconds of a pid; "-": the machine's busy seconds (all cores); "pg": the PostgreSQL server
+# (postmaster PG_PM, its live children and, through cutime+cstime, the ones it reaped). Through
+# cat: a process that exits between the glob and the read is skipped.
+cpu_of() {
+  case $1 in
+    -) awk -v t="$clk_tck" '/^cpu /{print ($2+$3+$4+$7+$8+$9)/t}' /proc/stat ;;
+    pg) { cat /proc/[0-9]*/stat 2>/dev/null || true; } | awk -v t="$clk_tck" -v pm="$PG_PM" \
+          '$4 == pm {s += $14 + $15} $1 == pm {s += $14 + $15 + $16 + $17} END {print s / t}' ;;
+    *) awk -v t="$clk_tck" '{print ($14+$15)/t}' "/proc/$1/stat" 2>/dev/null || echo 0 ;;
+  esac
 }
-# cpu_start NAME=PID...: CPU seconds of each process (PID "pg": the PostgreSQL server; and the
-# machine's busy seconds, all cores) from now; cpu_stop: what each used since, as
-# cpu.NAME=SECONDS arguments in CPU.
-cpu_of() { case $1 in -) machine_busy_s ;; pg) pg_cpu_s ;; *) cpu_s "$1" ;; esac; }
+# cpu_start NAME=PID...; cpu_stop: CPU seconds each (and the machine) used since, as
+# cpu.NAME=SECONDS arguments for record in CPU.
 cpu_start() {
-  CPU_NAMES=(machine) CPU_PIDS=(-) CPU_T0=("$(machine_busy_s)")
+  CPU_NAMES=(machine) CPU_PIDS=(-) CPU_T0=("$(cpu_of -)")
   for a in "$@"; do CPU_NAMES+=("${a%%=*}"); CPU_PIDS+=("${a#*=}"); CPU_T0+=("$(cpu_of "${a#*=}")"); done
 }
 cpu_stop() {
@@ -89,16 +87,15 @@ cpu_stop() {
 }
 
 RUN=$ROOT/.run/bench/$(date +%Y%m%d-%H%M%S)
-mkdir -p "$RUN"
 RAW=$RUN/raw.jsonl
+mkdir -p "$RUN"
 : >"$RAW"
-# record KEY=VALUE...: one JSON object a line in raw.jsonl. A VALUE that parses as JSON (number,
-# object, null) is kept as it is, anything else is a string; a dotted KEY nests (cpu.broker=1).
+# record KEY=VALUE...: one JSON object a line in raw.jsonl. A VALUE that parses as JSON is kept
+# as it is, anything else is a string; a dotted KEY nests (cpu.broker=1).
 record() {
   python3 -c 'import json, sys
 out = {}
-for arg in sys.argv[1:]:
-    key, value = arg.split("=", 1)
+for key, value in (a.split("=", 1) for a in sys.argv[1:]):
     *path, last = key.split(".")
     d = out
     for p in path:
@@ -109,12 +106,16 @@ for arg in sys.argv[1:]:
         d[last] = value
 print(json.dumps(out))' "$@" >>"$RAW"
 }
+# jfield KEY: that key of the JSON object on stdin; -1 when it is absent or unreadable.
+jfield() { python3 -c 'import json,sys
+try: v = json.load(sys.stdin).get(sys.argv[1])
+except Exception: v = None
+print(-1 if v is None else v)' "$1"; }
 KAFKA_VERSION=$(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' scripts/kafka/pom.xml)
-[ -n "$KAFKA_VERSION" ] || die "no <kafka.version> in scripts/kafka/pom.xml"
 record measure=meta broker="apache-kafka $KAFKA_VERSION" git_head="$(git rev-parse HEAD 2>/dev/null || echo unknown)" \
   uncommitted_paths="$(git status --porcelain 2>/dev/null | wc -l)" date="$(date -u '+%Y-%m-%d %H:%M UTC')" \
-  quick="$QUICK" repetitions="$REPS" duration_per_rep="${DUR:-0}" connections="$CONNS" \
-  p2_connections="$P2_CONNS" p2_events="${P2_EVENTS:-0}" p4_events="${P4_EVENTS:-0}" run_dir="$RUN"
+  quick="$QUICK" repetitions="$REPS" duration_per_rep="$DUR" connections="$CONNS" \
+  p2_connections="$P2_CONNS" p2_events="$P2_EVENTS" p4_events="$P4_EVENTS" run_dir="$RUN"
 
 PIDS=()
 KAFKA_DATA=$RUN/kafka
@@ -123,11 +124,13 @@ cleanup() {
   local rc=$?
   for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
   for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+  local stopping=
+  if [ -d "$RUN/kafka3" ]; then stop_bench_broker "$RUN/kafka3" & stopping=$!; fi
   stop_bench_broker "$KAFKA_DATA"
-  [ ! -d "$RUN/kafka3" ] || stop_bench_broker "$RUN/kafka3"
-  if [ -n "${DB:-}" ]; then psql -h 127.0.0.1 -U postgres -qAtc "DROP DATABASE IF EXISTS $DB WITH (FORCE)" >/dev/null 2>&1 || true; fi
+  [ -z "$stopping" ] || wait "$stopping"
+  [ -z "${DB:-}" ] || psql -h 127.0.0.1 -U postgres -qAtc "DROP DATABASE IF EXISTS $DB WITH (FORCE)" >/dev/null 2>&1 || true
   # A run that stopped part-way still reports what it measured (the rest: "not measured").
-  if [ "$MODE" = all ] && [ "$REPORTED" = 0 ] && [ "$rc" != 0 ] && [ -s "$RAW" ]; then
+  if [ "$MODE" = all ] && [ "$REPORTED" = 0 ] && [ "$rc" != 0 ]; then
     say "run stopped (exit $rc): writing the report from the measurements taken so far"
     python3 bench/report.py "$RAW" >/dev/null || true
   fi
@@ -139,17 +142,19 @@ cargo build --release -q -p api-gateway -p log-consumer -p bench-baselines
 # A private copy: another build into the same target dir cannot swap a binary mid-run.
 BIN=$RUN/bin
 mkdir -p "$BIN"
-cp "${CARGO_TARGET_DIR:-$ROOT/target}"/release/{api-gateway,log-consumer,bare-axum,bare-consumer,bare-producer,loadgen} "$BIN/"
+cp "${CARGO_TARGET_DIR:-$ROOT/target}"/release/{api-gateway,log-consumer,bare-axum,bare-kafka,loadgen} "$BIN/"
 loadgen() { "$BIN/loadgen" "$@"; }
+bare_kafka() { "$BIN/bare-kafka" --brokers "$BROKERS" "$@"; }   # produce|consume --topic T ...
 
 say "starting Apache Kafka (one node, data in $KAFKA_DATA)"
 BROKERS=$(start_bench_broker "$KAFKA_DATA" "$RUN/kafka-start.log")
 BROKER_PID=$(cat "$KAFKA_DATA/node-1/pid")
 say "Apache Kafka $KAFKA_VERSION at $BROKERS (pid $BROKER_PID)"
+TOPIC_PIDS=()
 for topic in bench-events bench-backlog bench-p5 bench-p6; do
-  scripts/kafka.sh create-topic "$topic" --partitions 3 --data "$KAFKA_DATA" 2>>"$RUN/kafka-start.log" ||
-    { tail -n 20 "$RUN/kafka-start.log" >&2; die "creating topic $topic failed"; }
+  scripts/kafka.sh create-topic "$topic" --partitions 3 --data "$KAFKA_DATA" 2>>"$RUN/kafka-start.log" & TOPIC_PIDS+=($!)
 done
+for p in "${TOPIC_PIDS[@]}"; do wait "$p" || { tail -n 20 "$RUN/kafka-start.log" >&2; die "creating a topic failed"; }; done
 DB=bench_$(date +%s)
 DBURL=postgres://postgres@127.0.0.1:5432/$DB
 psql -h 127.0.0.1 -U postgres -qAtc "CREATE DATABASE $DB" >/dev/null
@@ -162,16 +167,14 @@ start_gateway() { # name port extra-env... → STARTED (pid)
       KAFKA_GROUP_ID=bench-none REDIS_URL='' RATE_MAX=1000000 RATE_MIN=1000000 \
       SHED_BELOW=TRACE LOG_FORMAT=json RUST_LOG=warn "$@" \
       "$BIN/api-gateway" >"$RUN/$name.log" 2>&1 &
-  STARTED=$!
-  PIDS+=("$STARTED")
+  STARTED=$!; PIDS+=("$STARTED")
   wait_for_http "http://127.0.0.1:$port/health/ready" 60 "$name (log: $RUN/$name.log)" "$STARTED"
 }
 start_consumer() { # name topic group → STARTED (pid), ready on CONS_PORT
   env CONSUMER_ADDR="127.0.0.1:$CONS_PORT" KAFKA_BROKERS="$BROKERS" KAFKA_TOPIC="$2" \
       KAFKA_GROUP_ID="$3" DATABASE_URL="$DBURL" LOG_FORMAT=json RUST_LOG=warn \
       "$BIN/log-consumer" >"$RUN/$1.log" 2>&1 &
-  STARTED=$!
-  PIDS+=("$STARTED")
+  STARTED=$!; PIDS+=("$STARTED")
   wait_for_http "http://127.0.0.1:$CONS_PORT/health/ready" 60 "$1 (log: $RUN/$1.log)" "$STARTED"
 }
 start_bare_axum() { # name → STARTED (pid), answering on BARE_PORT
@@ -190,11 +193,6 @@ sample_rss() { # pid seconds file → SAMPLER (pid): "epoch<TAB>VmRSS kB" lines 
     done ) >"$3" 2>/dev/null &
   SAMPLER=$!; PIDS+=("$SAMPLER")
 }
-# jfield KEY: that key of the JSON object on stdin; -1 when it is absent or unreadable.
-jfield() { python3 -c 'import json,sys
-try: v = json.load(sys.stdin).get(sys.argv[1])
-except Exception: v = None
-print(-1 if v is None else v)' "$1"; }
 health_field() { curl -fsS "http://127.0.0.1:$1/api/logs/health" 2>/dev/null | jfield "$2"; }
 # timed_wait SECONDS INTERVAL COMMAND...: polls until COMMAND succeeds, prints the seconds it took.
 timed_wait() {
@@ -204,30 +202,39 @@ timed_wait() {
   fsub "$(now)" "$t0"; echo
 }
 rows_stored() { "${PSQL[@]}" -c "SELECT count(*) FROM log_events"; }
+wait_rows() { # N what: until log_events holds N rows (first_t/first_n: when rows first showed)
+  local deadline=$((SECONDS + DRAIN_S)) n=0 last_say=$SECONDS
+  first_t=null first_n=0
+  while [ "$n" -lt "$1" ]; do
+    [ $SECONDS -lt $deadline ] || die "$2: only $n/$1 rows stored in time"
+    sleep 0.1; n=$(rows_stored)
+    if [ "$first_t" = null ] && [ "$n" -gt 0 ]; then first_t=$(now) first_n=$n; fi
+    if [ $((SECONDS - last_say)) -ge 10 ]; then say "$2: $n/$1 rows stored"; last_say=$SECONDS; fi
+  done
+}
 
-# ---------------------------------------------------------------- bodies
+# Bodies: 90 % info, 10 % error is the share a log stream typically has (RESERVED_SHARE=0.1).
 python3 - "$RUN" "$(($(date +%s) * 1000))" <<'PY'
 import json, sys
 run, now = sys.argv[1], int(sys.argv[2])
 def ev(i, sev="info", msg="user logged in from a benchmark client with a moderately long message"):
     return {"correlationId": f"bench-{i % 1024}", "severity": sev, "message": msg, "source": "bench-service",
             "timestamp": now, "attributes": {"userId": i % 10000, "region": "eu-west-1"}}
-open(f"{run}/single.json", "w").write(json.dumps(ev(7)))
-open(f"{run}/single-error.json", "w").write(json.dumps(ev(8, "error", "payment failed for a benchmark client")))
-# 90 % info, 10 % error: the share a log stream typically has, and what RESERVED_SHARE=0.1 expects.
-open(f"{run}/batch100-mixed.ndjson", "w").write("".join(json.dumps(ev(i, "error") if i % 10 == 9 else ev(i)) + "\n" for i in range(100)))
-open(f"{run}/batch100.ndjson", "w").write("".join(json.dumps(ev(i)) + "\n" for i in range(100)))
+def write(name, events):
+    open(f"{run}/{name}", "w").write("".join(json.dumps(e) + "\n" for e in events) if name.endswith(".ndjson") else json.dumps(events[0]))
+write("single.json", [ev(7)])
+write("single-error.json", [ev(8, "error", "payment failed for a benchmark client")])
+write("batch100-mixed.ndjson", [ev(i, "error") if i % 10 == 9 else ev(i) for i in range(100)])
+write("batch100.ndjson", [ev(i) for i in range(100)])
 PY
 SINGLE_BODIES=()
 for _ in 1 2 3 4 5 6 7 8 9; do SINGLE_BODIES+=(--body "$RUN/single.json"); done
 SINGLE_BODIES+=(--body "$RUN/single-error.json")
-# closed URL DURATION [CONNS]: loadgen closed loop with the single-event body (P1, P3).
 closed() { loadgen --url "$1" --body "$RUN/single.json" --duration "$2" --concurrency "${3:-$CONNS}"; }
 
 # ---------------------------------------------------------------- P1..P4
 measure_p1_to_p4() {
-  local gw ge bare rep r drained e0 p3x=$((CONNS * 4))
-  local gw_port ge_port gw_pid ge_pid bare_pid
+  local gw ge bare rep r drained e0 p3x=$((CONNS * 4)) gw_port ge_port gw_pid ge_pid bare_pid key
   gw_port=$(free_port); ge_port=$(free_port)
   start_gateway gateway "$gw_port"; gw_pid=$STARTED
   start_gateway gateway-enqueue "$ge_port" BENCH_ACK_ON_ENQUEUE=true; ge_pid=$STARTED
@@ -238,11 +245,14 @@ measure_p1_to_p4() {
   # queue is empty counts, so the sustained rate includes the work the early answer deferred.
   queue_empty() { [ "$(health_field "$ge_port" producerQueue)" = 0 ]; }
   drain() { timed_wait 120 0.05 queue_empty || die "enqueue gateway's producer queue did not drain"; }
-  # The bound at C connections: a bare producer keeping C records awaiting their ack, keyed
-  # like the single-event body (one correlationId, so one partition).
-  inflight() {
-    "$BIN/bare-producer" --brokers "$BROKERS" --topic bench-events --events 20000 \
-      --key "$(jfield correlationId <"$RUN/single.json")" --in-flight "$1" --duration "$DUR"
+  # The bound at C connections: C records awaiting their ack, keyed like the single-event body
+  # (one correlationId, so one partition).
+  key=$(jfield correlationId <"$RUN/single.json")
+  inflight() { bare_kafka produce --topic bench-events --events 20000 --key "$key" --in-flight "$1" --duration "$DUR"; }
+  # ge_run CONNS: the enqueue gateway, sustained until its queue drained (P3's baseline).
+  ge_run() {
+    e0=$(now); r=$(closed "$ge" "$DUR" "$1"); drained=$(drain)
+    record measure="$2" side=baseline rep="$rep" r="$r" drain_s="$drained" span_s="$(fsub "$(now)" "$e0")"
   }
   say "P1/P3 warm-up (${WARM}s each)"
   for u in "$bare" "$gw" "$ge"; do closed "$u" "$WARM" >/dev/null; done
@@ -258,65 +268,60 @@ measure_p1_to_p4() {
     record measure=P3 side=ours rep="$rep" r="$r"
     cpu_start broker="$BROKER_PID"; r=$(inflight "$CONNS"); cpu_stop
     record measure=P1 side=inflight rep="$rep" r="$r" "${CPU[@]}"
-    e0=$(now); r=$(closed "$ge" "$DUR"); drained=$(drain)
-    record measure=P3 side=baseline rep="$rep" r="$r" drain_s="$drained" span_s="$(fsub "$(now)" "$e0")"
+    ge_run "$CONNS" P3
   done
-  # Closed-loop clients that wait for an ack get connections ÷ latency: with 4x the
-  # connections enough requests are in flight to cover the broker's ack latency (P3x).
+  # Clients that wait for an ack get connections ÷ latency: with 4x the connections enough
+  # requests are in flight to cover the broker's ack latency (P3x).
   for rep in $(seq 1 "$P3X_REPS"); do
     say "P3 at $p3x connections, repetition $rep/$P3X_REPS (${DUR}s each)"
     record measure=P3x side=ours rep="$rep" r="$(closed "$gw" "$DUR" "$p3x")"
     record measure=P3x side=inflight rep="$rep" r="$(inflight "$p3x")"
-    e0=$(now); r=$(closed "$ge" "$DUR" "$p3x"); drained=$(drain)
-    record measure=P3x side=baseline rep="$rep" r="$r" drain_s="$drained" span_s="$(fsub "$(now)" "$e0")"
+    ge_run "$p3x" P3x
   done
 
+  # P7's three-node cluster takes a minute to start: --quick starts it here, in the background
+  # (a full run starts it for P7, so that it shares the machine with no other measure).
+  if [ "$QUICK" = 1 ]; then start_p7_cluster & P7_STARTING=$!; PIDS+=("$P7_STARTING"); fi
   say "P2 warm-up"
-  local batch=(--url "$gw/batch" --body "$RUN/batch100.ndjson" --batch 100 --content-type application/x-ndjson --concurrency "$P2_CONNS")
+  local batch=(--url "$gw/batch" --body "$RUN/batch100.ndjson" --batch 100 --concurrency "$P2_CONNS")
   loadgen "${batch[@]}" --duration "$WARM" >/dev/null
-  "$BIN/bare-producer" --brokers "$BROKERS" --topic bench-events --events $((P2_EVENTS / 4)) >/dev/null
+  bare_kafka produce --topic bench-events --events $((P2_EVENTS / 4)) >/dev/null
   for rep in $(seq 1 "$REPS"); do
     say "P2 repetition $rep/$REPS"
     cpu_start gateway="$gw_pid" broker="$BROKER_PID"; r=$(loadgen "${batch[@]}" --duration "$DUR"); cpu_stop
     record measure=P2 side=ours rep="$rep" r="$r" "${CPU[@]}"
-    cpu_start broker="$BROKER_PID"; r=$("$BIN/bare-producer" --brokers "$BROKERS" --topic bench-events --events "$P2_EVENTS"); cpu_stop
+    cpu_start broker="$BROKER_PID"; r=$(bare_kafka produce --topic bench-events --events "$P2_EVENTS"); cpu_stop
     record measure=P2 side=baseline rep="$rep" r="$r" "${CPU[@]}"
   done
   record measure=rss r.gateway_hwm_kb="$(hwm_kb "$gw_pid")" r.bare_axum_hwm_kb="$(hwm_kb "$bare_pid")"
   kill "$gw_pid" "$ge_pid" "$bare_pid" 2>/dev/null || true
 
   say "P4: producing a backlog of $P4_EVENTS events into bench-backlog"
-  "$BIN/bare-producer" --brokers "$BROKERS" --topic bench-backlog --events "$P4_EVENTS" >"$RUN/backlog.json"
+  bare_kafka produce --topic bench-backlog --events "$P4_EVENTS" >"$RUN/backlog.json"
   local cols="event_id,correlation_id,severity,message,source,event_time,received_at,stored_at,attributes,kafka_partition,kafka_offset"
-  local n first_t first_n ready_t deadline span first_batch m heap idx
+  local ready_t span first_batch m heap idx n
   CONS_PORT=$(free_port)
   for rep in $(seq 1 "$REPS"); do
     say "P4 repetition $rep/$REPS: consumer draining $P4_EVENTS events (group bench-g$rep)"
     [ "$rep" = 1 ] || "${PSQL[@]}" -c "TRUNCATE log_events" >/dev/null   # the consumer migrates
     start_consumer "consumer-$rep" bench-backlog "bench-g$rep-$DB"
-    deadline=$((SECONDS + (QUICK == 1 ? 120 : 900)))
-    n=0 first_t=null first_n=0 ready_t=$(now)
+    ready_t=$(now)
     cpu_start consumer="$STARTED" broker="$BROKER_PID" postgres=pg
-    while [ "$n" -lt "$P4_EVENTS" ]; do
-      [ $SECONDS -lt $deadline ] || die "consumer stored only $n/$P4_EVENTS rows in time"
-      sleep 0.1; n=$(rows_stored)
-      if [ "$first_t" = null ] && [ "$n" -gt 0 ]; then first_t=$(now) first_n=$n; fi
-    done
+    wait_rows "$P4_EVENTS" P4
     cpu_stop
     m=$(curl -fsS "http://127.0.0.1:$CONS_PORT/metrics" || true)
     metric() { awk -v n="$1" '$1==n {v=$2} END {print v+0}' <<<"$m"; }
     # stored_at = now() of each batch's transaction: rows after the first batch over the span
     # of stored_at give a rate that does not depend on the polling interval.
     IFS='|' read -r span first_batch <<<"$("${PSQL[@]}" -c "SELECT extract(epoch FROM max(stored_at) - min(stored_at)), count(*) FILTER (WHERE stored_at = (SELECT min(stored_at) FROM log_events)) FROM log_events")"
-    record measure=P4 side=ours rep="$rep" r.rows="$n" r.first_rows="$first_n" r.t0="$first_t" r.t1="$(now)" \
+    record measure=P4 side=ours rep="$rep" r.rows="$P4_EVENTS" r.first_rows="$first_n" r.t0="$first_t" r.t1="$(now)" \
       r.ready_t="$ready_t" r.stored_span_s="$span" r.first_batch_rows="$first_batch" \
       r.batch_seconds_sum="$(metric consumer_batch_duration_seconds_sum)" r.batches="$(metric consumer_batch_duration_seconds_count)" \
       r.batch_rows="$(metric consumer_batch_size_sum)" r.hwm_kb="$(hwm_kb "$STARTED")" "${CPU[@]}"
     record measure=rss r.consumer_hwm_kb="$(hwm_kb "$STARTED")"
     kill "$STARTED"; wait "$STARTED" 2>/dev/null || true
     # The broker's fetch ceiling: a bare consumer reading the same backlog, storing nothing.
-    cpu_start broker="$BROKER_PID"
-    r=$("$BIN/bare-consumer" --brokers "$BROKERS" --topic bench-backlog --events "$P4_EVENTS"); cpu_stop
+    cpu_start broker="$BROKER_PID"; r=$(bare_kafka consume --topic bench-backlog --events "$P4_EVENTS"); cpu_stop
     record measure=P4 side=ceiling rep="$rep" r="$r" "${CPU[@]}"
     [ "$rep" = 1 ] && "${PSQL[@]}" -c "\\copy (SELECT $cols FROM log_events) TO '$RUN/rows.csv' WITH (FORMAT csv)"
     "${PSQL[@]}" -c "TRUNCATE log_events" >/dev/null
@@ -377,7 +382,7 @@ p5_rep() {
   fi
   if [ -n "$bound" ]; then
     catch_up; say "P5 [$name] repetition $rep: bound, $((cap * 3))/s, 2 in 3 to bare axum (${P5_OVER}s)"
-    cpu_start; r=$(p5_load "$PROBE_PORT" $((cap * 3)) 1024 "$P5_OVER" --side-url "http://127.0.0.1:$BARE_PORT/api/logs" --side-share 2); cpu_stop
+    cpu_start; r=$(p5_load "$PROBE_PORT" $((cap * 3)) 1024 "$P5_OVER" --side-url "http://127.0.0.1:$BARE_PORT/api/logs"); cpu_stop
     record "${tag[@]}" side=bound r="$r" "${CPU[@]}"
   fi
   catch_up; say "P5 [$name] repetition $rep: 3x overload ($((cap * 3))/s, ${P5_OVER}s)"
@@ -389,14 +394,13 @@ p5_rep() {
 }
 
 measure_p5_p6() {
-  local r closed_rate ok lag rep
+  local r ok lag rep cap cfg lim_pid bare_pid g0
   start_p5_pipeline
   say "P5: sustainable rate: closed loop, 256 connections, ${P5_SEARCH}s, consumer running"
   timed_wait 60 0.25 lag_below 1000 >/dev/null || die "lag probe never reported a lag below 1000"
   r=$(p5_load "$PROBE_PORT" 0 256 "$P5_SEARCH")
   record measure=P5 side=search step=closed-loop r="$r" lag_after="$(lag_now)"
-  closed_rate=$(jfield accepted_per_sec <<<"$r")
-  S=$(awk -v c="$closed_rate" 'BEGIN{printf "%d", int(c * 0.9 / 100) * 100}')
+  S=$(awk -v c="$(jfield accepted_per_sec <<<"$r")" 'BEGIN{printf "%d", int(c * 0.9 / 100) * 100}')
   for _ in 1 2 3 4 5; do
     catch_up
     say "P5: is $S events/s sustainable? (open loop, ${P5_SEARCH}s)"
@@ -412,64 +416,66 @@ print(int(d["accepted"] >= 0.99 * s * d["nominal_seconds"] and d["accepted_per_s
   done
   [ "$ok" = 1 ] || die "no sustainable rate found (see $RAW)"
   say "P5: sustainable rate S = $S events/s"
-  start_bare_axum bare-axum-p5; local bare_pid=$STARTED
+  start_bare_axum bare-axum-p5; bare_pid=$STARTED
   # "headroom": capacity = half the peak, so that 3x of it (1.5x the peak) can be offered from
   # this machine; "peak": capacity = the peak (3x of it is more than a generator on these two
-  # cores can offer; the report shows the multiple reached). --quick skips the peak's bound run.
-  local cap
-  # shellcheck disable=SC2017 # rounding down to a multiple of 100 on purpose
+  # cores can offer; the report shows the multiple reached). --quick runs the peak at 50 % and 3x only.
   for cfg in headroom peak; do
+    # shellcheck disable=SC2017 # rounding down to a multiple of 100 on purpose
     if [ "$cfg" = headroom ]; then cap=$((S / 200 * 100)); else cap=$S; fi
     start_limited "$cfg" "$cap"
     for rep in $(seq 1 "$P5_REPS"); do
-      if [ "$cfg" = peak ] && [ "$QUICK" = 1 ]; then p5_rep "$cfg" "$LIM_PORT" "$STARTED" "$cap" "$rep" full
+      if [ "$cfg" = peak ] && [ "$QUICK" = 1 ]; then p5_rep "$cfg" "$LIM_PORT" "$STARTED" "$cap" "$rep"
       else p5_rep "$cfg" "$LIM_PORT" "$STARTED" "$cap" "$rep" full bound; fi
     done
     [ "$cfg" = peak ] || kill "$STARTED" 2>/dev/null || true
   done
-  local lim_pid=$STARTED
+  lim_pid=$STARTED
   kill "$bare_pid" 2>/dev/null || true
 
   say "P6: gateway RSS under 10x overload ($((S * 10)) events/s as 100-event batches, ${P6_OVER}s)"
   catch_up
   sample_rss "$lim_pid" 0.25 "$RUN/rss-gateway.tsv"
-  local g0; g0=$(now)
-  r=$(loadgen --url "http://127.0.0.1:$LIM_PORT/api/logs/batch" --content-type application/x-ndjson --batch 100 \
-      --body "$RUN/batch100-mixed.ndjson" --rate "$(awk -v s="$S" 'BEGIN{print s / 10}')" --concurrency 256 --duration "$P6_OVER")
+  g0=$(now)
+  r=$(loadgen --url "http://127.0.0.1:$LIM_PORT/api/logs/batch" --batch 100 --body "$RUN/batch100-mixed.ndjson" \
+      --rate "$(awk -v s="$S" 'BEGIN{print s / 10}')" --concurrency 256 --duration "$P6_OVER")
   kill "$SAMPLER" 2>/dev/null || true
   record measure=P6 side=gateway S="$S" t0="$g0" t1="$(now)" hwm_kb="$(hwm_kb "$lim_pid")" rss_log="$RUN/rss-gateway.tsv" r="$r"
   kill "$lim_pid" "$PROBE_PID" "$P5_CONS_PID" 2>/dev/null || true
   wait "$P5_CONS_PID" 2>/dev/null || true
 
   say "P6: producing a backlog of $P6_EVENTS events into bench-p6"
-  "$BIN/bare-producer" --brokers "$BROKERS" --topic bench-p6 --events "$P6_EVENTS" >"$RUN/backlog-p6.json"
+  bare_kafka produce --topic bench-p6 --events "$P6_EVENTS" >"$RUN/backlog-p6.json"
   "${PSQL[@]}" -c "TRUNCATE log_events" >/dev/null
   say "P6: consumer draining $P6_EVENTS events, RSS sampled every 0.5 s"
   start_consumer consumer-p6 bench-p6 "bench-p6-$DB"
   sample_rss "$STARTED" 0.5 "$RUN/rss-consumer.tsv"
-  local d0 deadline n=0 last_say=$SECONDS
-  d0=$(now); deadline=$((SECONDS + (QUICK == 1 ? 120 : 900)))
-  while [ "$n" -lt "$P6_EVENTS" ]; do
-    [ $SECONDS -lt $deadline ] || die "P6 consumer stored only $n/$P6_EVENTS rows in time"
-    sleep 0.5; n=$(rows_stored)
-    if [ $((SECONDS - last_say)) -ge 10 ]; then say "P6: $n/$P6_EVENTS rows stored"; last_say=$SECONDS; fi
-  done
+  g0=$(now)
+  wait_rows "$P6_EVENTS" P6
   kill "$SAMPLER" 2>/dev/null || true
-  record measure=P6 side=consumer events="$P6_EVENTS" t0="$d0" t1="$(now)" hwm_kb="$(hwm_kb "$STARTED")" rss_log="$RUN/rss-consumer.tsv"
+  record measure=P6 side=consumer events="$P6_EVENTS" t0="$g0" t1="$(now)" hwm_kb="$(hwm_kb "$STARTED")" rss_log="$RUN/rss-consumer.tsv"
   kill "$STARTED" 2>/dev/null || true
 }
 
 # ---------------------------------------------------------------- P7
 # A partition leader killed (SIGKILL) on a three-node cluster (replication 3,
-# min.insync.replicas 2) while a gateway takes half of what it can take there; loadgen counts
-# the 2xx answers per second of answer time, report.py the seconds from the kill until
-# accepted/s is back to >= 90 % of the offered rate for good. Fresh events (one key each), so
-# every partition, the killed leader's too, carries load.
+# min.insync.replicas 2) while a gateway takes half of what it can take there; report.py
+# counts the seconds from the kill until accepted/s (by answer time) is back to >= 90 % of the
+# offered rate for good. Fresh events (one key each), so every partition carries load.
+start_p7_cluster() {
+  start_bench_broker "$RUN/kafka3" "$RUN/kafka3-start.log" 3 >"$RUN/kafka3.brokers"
+  scripts/kafka.sh create-topic bench-p7 --partitions 3 --data "$RUN/kafka3" 2>>"$RUN/kafka3-start.log"
+}
 measure_p7() {
   local data=$RUN/kafka3 brokers3 port pid url r rate leader t_kill lg rep
-  say "P7: starting a three-node Apache Kafka cluster (data in $data)"
-  brokers3=$(start_bench_broker "$data" "$RUN/kafka3-start.log" 3)
-  scripts/kafka.sh create-topic bench-p7 --partitions 3 --data "$data" 2>>"$RUN/kafka3-start.log"
+  if [ -n "${P7_STARTING:-}" ]; then
+    say "P7: waiting for the three-node Apache Kafka cluster started in the background"
+    wait "$P7_STARTING" || die "P7: the three-node cluster did not start (log: $RUN/kafka3-start.log)"
+  else
+    say "P7: starting a three-node Apache Kafka cluster (data in $data)"
+    start_p7_cluster
+  fi
+  brokers3=$(cat "$RUN/kafka3.brokers")
   port=$(free_port)
   start_gateway gateway-p7 "$port" KAFKA_BROKERS="$brokers3" KAFKA_TOPIC=bench-p7; pid=$STARTED
   url=http://127.0.0.1:$port/api/logs
@@ -484,27 +490,27 @@ measure_p7() {
     say "P7 repetition $rep/$P7_REPS: $rate events/s (half of closed loop), node $leader killed after ${P7_KILL_AT}s of ${P7_DUR}s"
     loadgen --url "$url" --rate "$rate" --concurrency 1024 --duration "$P7_DUR" >"$RUN/p7-$rep.json" &
     lg=$!
-    sleep "$((P7_KILL_AT + 1))"   # loadgen starts its clock about a second after it starts
+    sleep "$P7_KILL_AT"
     t_kill=$(now)
     scripts/kafka.sh kill-node "$leader" --data "$data" 2>>"$RUN/kafka3-start.log"
     wait "$lg" || die "P7: loadgen failed"
     record measure=P7 side=kill rep="$rep" rate="$rate" leader="$leader" kill_unix_s="$t_kill" r="$(cat "$RUN/p7-$rep.json")"
+    [ "$rep" = "$P7_REPS" ] && break
     scripts/kafka.sh restart-node "$leader" --data "$data" 2>>"$RUN/kafka3-start.log"
     sleep 5   # the restarted node catches up and rejoins the in-sync replicas
   done
   kill "$pid" 2>/dev/null || true
-  stop_bench_broker "$data"
 }
 
 # ---------------------------------------------------------------- p5 mode
 # For decisions a single limited gateway cannot make: on this shared host, configurations
 # measured minutes apart differ by more than most changes do, so their repetitions interleave.
 p5_side_by_side() {
-  local names=() ports=() pids=() c name envs extra rep k i n suffix
+  local names=() ports=() pids=() c name extra rep k i n suffix
   start_p5_pipeline
   for c in "${CONFIGS[@]}"; do
-    name=${c%%=*} envs=${c#*=}
-    IFS=, read -r -a extra <<<"$envs"
+    name=${c%%=*}
+    IFS=, read -r -a extra <<<"${c#*=}"
     start_limited "$name" "$CAP" "${extra[@]}"
     names+=("$name") ports+=("$LIM_PORT") pids+=("$STARTED")
   done
@@ -516,7 +522,7 @@ p5_side_by_side() {
       scripts/kafka.sh create-topic filler --partitions 3 --data "$KAFKA_DATA" 2>>"$RUN/kafka-start.log"
       while awk -v a="$(broker_gb)" -v b="$PREFILL" 'BEGIN{exit !(a < b)}'; do
         say "prefill: broker at $(broker_gb) GB of $PREFILL; producing 2 000 000 more records"
-        "$BIN/bare-producer" --brokers "$BROKERS" --topic filler --events 2000000 >>"$RUN/prefill.log"
+        bare_kafka produce --topic filler --events 2000000 >>"$RUN/prefill.log"
       done
     fi
     for rep in $(seq 1 "$P5_REPS"); do
@@ -538,7 +544,5 @@ fi
 measure_p1_to_p4
 measure_p5_p6
 measure_p7
-say "writing bench/results.json and docs/BENCHMARKS.md"
 python3 bench/report.py "$RAW"
 REPORTED=1
-cat bench/results.json

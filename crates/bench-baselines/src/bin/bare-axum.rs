@@ -1,14 +1,22 @@
-//! Bare axum baseline: POST /api/logs → parse the JSON into a struct → 202.
+//! Bare axum baseline: POST /api/logs → serde into a struct with the gateway's wire fields
+//! (no validation) → 202. Listens on ADDR.
 
 use axum::{body::Bytes, http::StatusCode, routing::post, Router};
-use bench_baselines::WireEvent;
-use clap::Parser;
+use std::collections::BTreeMap;
 
-#[derive(Parser)]
-struct Args {
-    /// Listen address.
-    #[arg(long, env = "ADDR", default_value = "127.0.0.1:18090")]
-    addr: String,
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[allow(dead_code)] // parsed, never read
+struct WireEvent {
+    correlation_id: String,
+    severity: String,
+    message: String,
+    source: String,
+    timestamp: i64,
+    #[serde(default)]
+    event_id: Option<uuid::Uuid>,
+    #[serde(default)]
+    attributes: Option<BTreeMap<String, serde_json::Value>>,
 }
 
 async fn ingest(body: Bytes) -> StatusCode {
@@ -23,9 +31,8 @@ async fn ingest(body: Bytes) -> StatusCode {
 
 #[tokio::main]
 async fn main() -> std::io::Result<()> {
-    let args = Args::parse();
+    let addr = std::env::var("ADDR").unwrap_or_else(|_| "127.0.0.1:18090".into());
+    let listener = tokio::net::TcpListener::bind(&addr).await?;
     let app = Router::new().route("/api/logs", post(ingest));
-    let listener = tokio::net::TcpListener::bind(&args.addr).await?;
-    eprintln!("bare-axum listening on {}", args.addr);
     axum::serve(listener, app).await
 }
