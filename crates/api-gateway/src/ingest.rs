@@ -46,6 +46,14 @@ pub async fn ingest_one(
         state.limits.body_read_timeout,
     )
     .await?;
+    // Under overload most single events are refused here, from their severity alone and
+    // before the full parse: a refusal is then nearly as cheap as the layer's.
+    if let Some(Extension(permit)) = permit {
+        state
+            .backpressure
+            .screen(permit, || LogEvent::sniff_severity(&bytes))
+            .map_err(ApiError::RateLimited)?;
+    }
     let event = LogEvent::parse(&bytes, now_ms(), &state.limits.event)?;
     let caller = caller.map(|Extension(c)| c);
     charge(

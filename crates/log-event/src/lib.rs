@@ -159,6 +159,20 @@ impl LogEvent {
         parse::parse(json, now_ms, limits, Mode::Client)
     }
 
+    /// The severity of a single-event body, without checking the rest: None unless the body
+    /// is one JSON object with one `severity` naming a level. Wherever [`LogEvent::parse`]
+    /// accepts a body, both agree. Lets the gateway refuse a low severity under load before
+    /// paying for the full parse.
+    pub fn sniff_severity(json: &[u8]) -> Option<Severity> {
+        #[derive(serde::Deserialize)]
+        struct Sniff<'a> {
+            #[serde(borrow)]
+            severity: std::borrow::Cow<'a, str>,
+        }
+        let sniff: Sniff = serde_json::from_slice(json).ok()?;
+        Severity::parse(&sniff.severity)
+    }
+
     /// Parses a record from the topic. The timestamp's future bound is checked against the
     /// record's own `receivedAt`, so replaying an old topic later still validates.
     pub fn from_record(json: &[u8], limits: &Limits) -> Result<LogEvent, EventError> {

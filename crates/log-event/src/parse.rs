@@ -861,4 +861,33 @@ mod tests {
         }
         assert!(LogEvent::from_record(b"not json", &Limits::default()).is_err());
     }
+
+    #[test]
+    fn the_sniffed_severity_is_the_parsed_one_or_none() {
+        for level in ["trace", "Debug", "INFO", "wArN", "error", "FATAL"] {
+            let body = with("severity", json!(level));
+            let parsed = parse_client(&body).unwrap().severity;
+            assert_eq!(LogEvent::sniff_severity(&body), Some(parsed), "{level}");
+        }
+        // Escaped, among unknown fields, nested objects with their own `severity`.
+        let body =
+            br#"{"attributes":{"severity":"FATAL"},"severity":"\u0045RROR","x":[1,{"a":2}]}"#;
+        assert_eq!(LogEvent::sniff_severity(body), Some(Severity::Error));
+        for bad in [
+            with("severity", json!("LOUD")),
+            with("severity", json!(3)),
+            without("severity"),
+            br#"{"severity":"INFO","severity":"ERROR"}"#.to_vec(),
+            br#"[{"severity":"INFO"}]"#.to_vec(),
+            b"not json".to_vec(),
+            br#"{"severity":"INFO"} trailing"#.to_vec(),
+        ] {
+            assert_eq!(
+                LogEvent::sniff_severity(&bad),
+                None,
+                "{}",
+                String::from_utf8_lossy(&bad)
+            );
+        }
+    }
 }

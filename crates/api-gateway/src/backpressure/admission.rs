@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use flow_control::{Class, LoadStatus, Pool};
-use log_event::LogEvent;
+use log_event::{LogEvent, Severity};
 
 use super::{Backpressure, Limited, RefusalReason};
 use crate::metrics;
@@ -36,10 +36,65 @@ impl Backpressure {
         events: &[LogEvent],
         body_bytes: usize,
     ) -> Result<(), Limited> {
+        // No event (an empty OTLP export): nothing to shed, charged as protected.
+        let lowest = events
+            .iter()
+            .map(|e| e.severity)
+            .min()
+            .unwrap_or(Severity::Fatal);
         let all_protected = events.iter().all(|e| e.severity.is_protected());
+        let class = self.by_severity(permit, lowest, all_protected)?;
+        if let Err(l) = self.charge_bytes(body_bytes, class).await {
+            self.give_back(1.0, permit.pool);
+            return Err(self.count_rejection(l));
+        }
+        if events.len() <= 1 {
+            return Ok(());
+        }
+        // Charge the whole request at once, the first permit given back first: a bucket
+        // admits a cost above its size only when full, and a bucket that has just given
+        // one permit to this very request would never be, so a batch larger than the burst
+        // could never get in.
+        self.give_back(1.0, permit.pool);
+        match self.take(events.len() as f64, class).await {
+            Ok(_) => Ok(()),
+            Err(l) => Err(self.count_rejection(l)),
+        }
+    }
+
+    /// For a single event, before its body is parsed: the refusals [`Self::charge_rest`] would
+    /// make from its severity alone. `severity` (a cheap read of the body) is called only when
+    /// one of them is possible: a permit from the reserved share, or critical load. Under
+    /// overload most requests are refused this way, and a refusal then costs no full parse.
+    /// The permit is given back on refusal.
+    pub fn screen(
+        &self,
+        permit: Permit,
+        severity: impl FnOnce() -> Option<Severity>,
+    ) -> Result<(), Limited> {
+        if permit.pool != Pool::Reserved && self.rate().1 != LoadStatus::Critical {
+            return Ok(());
+        }
+        match severity() {
+            Some(severity) => self
+                .by_severity(permit, severity, severity.is_protected())
+                .map(|_| ()),
+            None => Ok(()),
+        }
+    }
+
+    /// The refusals that depend on the severities only (`lowest` of them; `all_protected`:
+    /// every one ERROR or above): shedding below `SHED_BELOW` under critical load, and a
+    /// permit from the reserved share for a request that is not all protected. The permit is
+    /// given back on refusal; else the class the request is charged as.
+    fn by_severity(
+        &self,
+        permit: Permit,
+        lowest: Severity,
+        all_protected: bool,
+    ) -> Result<Class, Limited> {
         let (rate, status) = self.rate();
-        if status == LoadStatus::Critical && events.iter().any(|e| e.severity < self.cfg.shed_below)
-        {
+        if status == LoadStatus::Critical && lowest < self.cfg.shed_below {
             self.give_back(1.0, permit.pool);
             return Err(self.count_rejection(Limited {
                 reason: RefusalReason::ShedSeverity,
@@ -65,22 +120,7 @@ impl Backpressure {
                 status,
             }));
         }
-        if let Err(l) = self.charge_bytes(body_bytes, class).await {
-            self.give_back(1.0, permit.pool);
-            return Err(self.count_rejection(l));
-        }
-        if events.len() <= 1 {
-            return Ok(());
-        }
-        // Charge the whole request at once, the first permit given back first: a bucket
-        // admits a cost above its size only when full, and a bucket that has just given
-        // one permit to this very request would never be, so a batch larger than the burst
-        // could never get in.
-        self.give_back(1.0, permit.pool);
-        match self.take(events.len() as f64, class).await {
-            Ok(_) => Ok(()),
-            Err(l) => Err(self.count_rejection(l)),
-        }
+        Ok(class)
     }
 
     /// Gives the first permit back: the request was refused before the rest was charged
@@ -193,6 +233,35 @@ mod tests {
                 .await
                 .is_ok());
         }
+    }
+
+    #[tokio::test]
+    async fn screen_refuses_from_the_severity_alone_and_only_when_it_can() {
+        let b = backpressure(100.0); // general 90/s, reserved 10/s
+        // A general permit at normal load: the body is not even looked at.
+        let permit = b.admit_first().await.unwrap();
+        b.screen(permit, || panic!("sniffed without need")).unwrap();
+        b.charge_rest(permit, &events(&[Severity::Info; 90]), 0)
+            .await
+            .unwrap();
+        // Only the reserve has room: INFO is refused before its parse, the permit given back.
+        let before = b.available();
+        let permit = b.admit_first().await.unwrap();
+        let err = b.screen(permit, || Some(Severity::Info)).unwrap_err();
+        assert_eq!(err.reason.as_str(), "rate_limited");
+        assert!((b.available() - before).abs() < 0.5, "permit given back");
+        // ERROR, or a body whose severity cannot be read, goes on to the full parse.
+        let permit = b.admit_first().await.unwrap();
+        b.screen(permit, || Some(Severity::Error)).unwrap();
+        b.screen(permit, || None).unwrap();
+        // Critical load sheds below WARN, whatever the pool.
+        let b = backpressure(1000.0);
+        b.set_lag(60_000);
+        let permit = b.admit_first().await.unwrap();
+        let err = b.screen(permit, || Some(Severity::Debug)).unwrap_err();
+        assert_eq!(err.reason.as_str(), "shed_severity");
+        let permit = b.admit_first().await.unwrap();
+        b.screen(permit, || Some(Severity::Warn)).unwrap();
     }
 
     #[tokio::test]

@@ -28,7 +28,8 @@ impl IntoResponse for RateLimited {
             RefusalReason::BytesLimited => "byte rate limit exceeded - system under load (rate",
         };
         let unit = l.reason.budget().as_str();
-        let message = format!("{what} {:.0} {unit}/s)", l.limit);
+        // The rate as an integer: `{:.0}` of an f64 takes the slow exact float formatter.
+        let message = format!("{what} {} {unit}/s)", l.limit.round().max(0.0) as u64);
         // A typed body: under overload this is the most frequent answer, and serializing a
         // borrowed struct costs a fraction of building a `serde_json::Value` tree.
         let body = Body {
