@@ -7,8 +7,10 @@
 
 One function per measure returns its results.json entry, its rows of the results table and its
 detail tables. What the numbers mean and what was tried: bench/optimisations.md."""
+import collections
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -284,6 +286,43 @@ def p7(rows, meta):
                              "max latency ms", "non-2xx or failed"], detail, "P7: per repetition")
 
 
+# Where the gateway's CPU goes: (category, test on comm, kind ([k]ernel or [.] user), symbol),
+# first match wins; listed in the report in this order.
+CATEGORIES = [
+    ("kernel, librdkafka threads", lambda c, k, s: k == "k" and c.startswith("rdk:")),
+    ("kernel (network, syscalls), tokio threads", lambda c, k, s: k == "k"),
+    ("librdkafka", lambda c, k, s: c.startswith("rdk:") or s.startswith("rd_")),
+    ("allocator (mimalloc)", lambda c, k, s: s.startswith(("mi_", "_mi_"))),
+    ("memcpy/memmove", lambda c, k, s: re.search("memcpy|memmove", s)),
+    ("clock reads", lambda c, k, s: "clock_gettime" in s),
+    ("JSON + event (serde, log_event, uuid)", lambda c, k, s: re.search("serde|log_event|uuid", s)),
+    ("HTTP (hyper, httparse, http)", lambda c, k, s: re.search(r"hyper|httparse|\bhttp::", s)),
+    ("axum/tower", lambda c, k, s: re.search("axum|tower", s)),
+    ("tokio runtime (tokio, mio, futures)", lambda c, k, s: re.search("tokio|mio::|futures", s)),
+    ("metrics", lambda c, k, s: "metrics" in s),
+    ("gateway code", lambda c, k, s: re.search("api_gateway::|flow_control::", s)),
+    ("other", lambda c, k, s: True),
+]
+
+
+def profile(run_dir, m, meta):
+    """The gateway's self time by category, from `perf report --sort comm,dso,sym` text."""
+    try:
+        text = open(f"{run_dir}/prof-{m}.txt").read()
+    except OSError:
+        return None, [f"Where the gateway's CPU goes ({m}): no profile: "
+                      f"{'perf not installed' if meta.get('perf') == 'no' else 'none recorded'}", ""]
+    share, top = collections.Counter(), collections.defaultdict(list)
+    for pct, comm, kind, sym in re.findall(r"^\s+([\d.]+)%\s+(\S.*?)\s{2,}\S+\s+\[(.)\]\s+(.*)$", text, re.M):
+        cat = next(name for name, test in CATEGORIES if test(comm, kind, sym))
+        share[cat] += float(pct)
+        top[cat].append((float(pct), sym.strip()[:70]))
+    res = {c: {"percent": share[c], "top": sorted(top[c], reverse=True)[:2]} for c, _ in CATEGORIES if share[c]}
+    return res, table(["category (self time)", "% of the gateway's samples", "top symbols (%)"],
+                      [[c, f"{x['percent']:.1f}", "; ".join(f"`{s}` {p:.1f}" for p, s in x["top"])] for c, x in res.items()],
+                      f"{m}: where the gateway's CPU goes")
+
+
 def storage(rows):
     """Bytes one stored event takes in PostgreSQL (heap + indexes of every partition), after P4."""
     st = get(rows, "storage", None)
@@ -324,11 +363,14 @@ def main():
     rows = [json.loads(line) for line in open(sys.argv[1]) if line.strip()]
     meta = next(r for r in rows if r["measure"] == "meta")
     run_dir = os.path.dirname(os.path.abspath(sys.argv[1]))
-    results, main_rows, details = {"broker": meta["broker"]}, [], []
+    results, main_rows, details = {"broker": meta["broker"], "gateway_profiles": {}}, [], []
     for name, fn in (("P1", p1), ("P2", p2), ("P3", p3), ("P4", p4), ("P5", p5), ("P6", p6), ("P7", p7)):
         results[name], rows_md, detail = fn(rows, meta)
         main_rows += rows_md
         details += detail
+        if name in ("P1", "P2", "P5"):
+            results["gateway_profiles"][name], prof_md = profile(run_dir, name, meta)
+            details += prof_md
     results["cpu_seconds_per_1000_events"], cpu_md = cpu_table(rows, results)
     results["storage"], storage_md = storage(rows)
     rss = {}

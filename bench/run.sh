@@ -6,7 +6,8 @@
 #       NAME (RATE_MAX=N plus that NAME's env), repetitions interleaved; prints their p99 ratios
 # Starts its own Apache Kafka (data kept with BENCH_KEEP_DATA=1), a fresh database and release
 # builds (limiter out of the way except in P5/P6); records go to .run/bench/<stamp>/raw.jsonl,
-# bench/report.py renders them.
+# bench/report.py renders them. With perf, one repetition of the gateway in P1, P2 and P5 (3x)
+# is profiled (prof-*.txt).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -89,9 +90,10 @@ KAFKA_VERSION=$(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' script
 record measure=meta broker="apache-kafka $KAFKA_VERSION" git_head="$(git rev-parse HEAD 2>/dev/null || echo unknown)" \
   uncommitted_paths="$(git status --porcelain 2>/dev/null | wc -l)" date="$(date -u '+%Y-%m-%d %H:%M UTC')" \
   quick="$QUICK" repetitions="$REPS" duration_per_rep="$DUR" connections="$CONNS" \
-  p2_connections="$P2_CONNS" p2_events="$P2_EVENTS" p4_events="$P4_EVENTS" run_dir="$RUN"
+  p2_connections="$P2_CONNS" p2_events="$P2_EVENTS" p4_events="$P4_EVENTS" run_dir="$RUN" \
+  perf="$(command -v perf >/dev/null && echo yes || echo no)"
 
-PIDS=() KAFKA_DATA=$RUN/kafka REPORTED=0
+PIDS=() PROFS=() KAFKA_DATA=$RUN/kafka REPORTED=0
 cleanup() {
   local rc=$? p stopping=
   for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
@@ -116,6 +118,7 @@ mkdir -p "$BIN"
 cp "${CARGO_TARGET_DIR:-$ROOT/target}"/release/{api-gateway,log-consumer,bare-axum,bare-kafka,loadgen} "$BIN/"
 loadgen() { "$BIN/loadgen" "$@"; }
 bare_kafka() { "$BIN/bare-kafka" --brokers "$BROKERS" "$@"; }   # produce|consume --topic T ...
+command -v perf >/dev/null || say "perf not installed: no gateway profiles"
 
 say "starting Apache Kafka (one node, data in $KAFKA_DATA)"
 BROKERS=$(start_bench_broker "$KAFKA_DATA" "$RUN/kafka-start.log")
@@ -156,6 +159,11 @@ sample_rss() { # pid seconds file → SAMPLER (pid): "epoch<TAB>VmRSS kB" lines 
       printf '%s\t%s\n' "$(now)" "$(awk '/VmRSS/{print $2}' "/proc/$1/status")"; sleep "$2"
     done ) >"$3" 2>/dev/null &
   SAMPLER=$!; PIDS+=("$SAMPLER")
+}
+# profile NAME PID SECONDS: the gateway's CPU profile over the next SECONDS (rendered at the end).
+profile() {
+  command -v perf >/dev/null || return 0
+  perf record -F 999 -p "$2" -o "$RUN/prof-$1.data" -- sleep "$3" >"$RUN/prof-$1.log" 2>&1 & PROFS+=($!)
 }
 health_field() { curl -fsS "http://127.0.0.1:$1/api/logs/health" 2>/dev/null | jfield "$2"; }
 # timed_wait SECONDS INTERVAL COMMAND...: polls until COMMAND succeeds, prints the seconds it took.
@@ -200,6 +208,7 @@ measure_p1_to_p4() {
   for rep in $(seq 1 "$REPS"); do
     say "P1/P3 repetition $rep/$REPS ($CONNS connections, ${DUR}s each)"
     side P1 baseline -- loadgen --url "$BARE" --duration "$DUR"
+    [ "$rep" != 1 ] || profile P1 "$gw_pid" "$DUR"
     side P1 ours gateway="$gw_pid" broker="$BROKER_PID" -- loadgen --url "$gw" --duration "$DUR"
     # The bound: as many records awaiting their ack as connections, keyed like the body.
     side P1 inflight broker="$BROKER_PID" -- bare_kafka produce --topic bench-events --in-flight "$CONNS" --duration "$DUR"
@@ -216,6 +225,7 @@ measure_p1_to_p4() {
   bare_kafka produce --topic bench-events --events $((P2_EVENTS / 4)) >/dev/null
   for rep in $(seq 1 "$REPS"); do
     say "P2 repetition $rep/$REPS"
+    [ "$rep" != 1 ] || profile P2 "$gw_pid" "$DUR"
     side P2 ours gateway="$gw_pid" broker="$BROKER_PID" -- "${batch[@]}" "$DUR"
     side P2 baseline broker="$BROKER_PID" -- bare_kafka produce --topic bench-events --events "$P2_EVENTS"
   done
@@ -295,6 +305,7 @@ p5_rep() {
     record "${tag[@]}" side=bound r="$r" "${CPU[@]}"
   fi
   catch_up; say "P5 [$name] repetition $rep: 3x overload ($((cap * 3))/s, ${P5_OVER}s)"
+  [ "$name$rep" != headroom1 ] || profile P5 "$pid" "$P5_OVER"
   cpu_start gateway="$pid" broker="$BROKER_PID" consumer="$P5_CONS_PID"
   r=$(p5_load "$port" $((cap * 3)) 1024 "$P5_OVER"); cpu_stop
   lag_stop=$(lag_now)
@@ -437,5 +448,10 @@ fi
 measure_p1_to_p4
 measure_p5_p6
 measure_p7
+for p in "${PROFS[@]}"; do wait "$p" || true; done
+for d in "$RUN"/prof-*.data; do
+  [ -e "$d" ] || continue
+  perf report -i "$d" --no-children --sort comm,dso,sym --stdio -g none --percent-limit 0 >"${d%.data}.txt" 2>/dev/null || true
+done
 python3 bench/report.py "$RAW"
 REPORTED=1
