@@ -1,12 +1,7 @@
 #!/usr/bin/env python3
-"""bench/run.sh's raw.jsonl → results.json + BENCHMARKS.md: numbers and tables only.
-
-    bench/report.py RAW                  a full run's: bench/results.json, docs/BENCHMARKS.md;
-                                         a --quick run's: beside RAW
-    bench/report.py --side-by-side RAW   P5's p99 ratio per configuration (./bench/run.sh p5)
-
-One function per measure returns its results.json entry, its rows of the results table and its
-detail tables. What the numbers mean and what was tried: bench/optimisations.md."""
+"""bench/run.sh's raw.jsonl → results.json + BENCHMARKS.md (a full run's: bench/, docs/; a --quick
+run's: beside RAW), numbers and tables only; `--side-by-side RAW`: P5's p99 ratio per configuration.
+One function per measure returns its results.json entry, its result rows and its detail tables."""
 import collections
 import json
 import os
@@ -36,10 +31,6 @@ def mmm(s, digits=3):
 def get(rows, measure, side, config=None):
     return sorted((r for r in rows if r.get("measure") == measure and r.get("side") == side
                    and (config is None or r.get("config") == config)), key=lambda r: r.get("rep", 0))
-
-
-def per_1000(cpu_s, events):
-    return cpu_s / events * 1000 if events else None
 
 
 def result_row(m, what, base, ours, ratio, ok, reps, goal):
@@ -184,7 +175,7 @@ def p5_config(rows, config):
         "p99_bound_ratio_reps": spread([p99(bound[k]) / p99(half[k]) for k in bk]),
         "bound_goodput_ratio_reps": spread([bound[k]["r"]["accepted_per_sec"] / S for k in bk]),
         "bound_machine_busy_cores": spread([busy([bound[k]]) for k in bk]),
-        "cpu_s_per_1000_accepted_overload": {p: med(per_1000(over[k]["cpu"][p], over[k]["r"]["accepted"]) for k in reps)
+        "cpu_s_per_1000_accepted_overload": {p: med(over[k]["cpu"][p] / over[k]["r"]["accepted"] * 1000 for k in reps)
                                              for p in ("gateway", "broker", "consumer")},
     }
 
@@ -239,19 +230,14 @@ def p6(rows, meta):
     g, c = get(rows, "P6", "gateway"), get(rows, "P6", "consumer")
     if not g or not c:
         return not_measured("P6")
-    g, c = g[0], c[0]
-    res = {"gateway": dict(rss_profile(g["rss_log"], g["t0"], g["t1"]), hwm_mib=g["hwm_kb"] / 1024, limit_mib=150,
-                           offered_events_per_sec=g["r"]["sent_per_sec"] * 100, status_counts=g["r"]["by_status"]),
-           "consumer": dict(rss_profile(c["rss_log"], c["t0"], c["t1"]), hwm_mib=c["hwm_kb"] / 1024, limit_mib=200,
-                            backlog_events=c["events"])}
-    main = []
-    for who, what in (("gateway", f"gateway RSS under 10× overload ({f(res['gateway']['offered_events_per_sec'])} events/s offered in batches of 100)"),
-                      ("consumer", f"consumer RSS draining {f(c['events'])} events")):
-        x = res[who]
-        growth = x.get("growth_last_vs_first")
-        main.append(result_row("P6", what, f"limit {x['limit_mib']} MiB", f"{x['hwm_mib']:.1f} MiB", f"{x['hwm_mib'] / x['limit_mib']:.2f}",
-                               x["hwm_mib"] < x["limit_mib"], f"last third vs first: {'–' if growth is None else f'{growth * 100:+.1f} %'}",
-                               f"< {x['limit_mib']} MiB, flat"))
+    res, main = {}, []
+    for who, x, limit, what in (
+            ("gateway", g[0], 150, f"gateway RSS under 10× overload ({f(g[0]['r']['sent_per_sec'] * 100)} events/s offered in batches of 100)"),
+            ("consumer", c[0], 200, f"consumer RSS draining {f(c[0]['events'])} events")):
+        res[who] = r = dict(rss_profile(x["rss_log"], x["t0"], x["t1"]), hwm_mib=x["hwm_kb"] / 1024, limit_mib=limit)
+        growth = r.get("growth_last_vs_first")
+        main.append(result_row("P6", what, f"limit {limit} MiB", f"{r['hwm_mib']:.1f} MiB", f"{r['hwm_mib'] / limit:.2f}", r["hwm_mib"] < limit,
+                               f"last third vs first: {'–' if growth is None else f'{growth * 100:+.1f} %'}", f"< {limit} MiB, flat"))
     return res, main, []
 
 
@@ -295,7 +281,7 @@ CATEGORIES = [
     ("allocator (mimalloc)", lambda c, k, s: s.startswith(("mi_", "_mi_"))),
     ("memcpy/memmove", lambda c, k, s: re.search("memcpy|memmove", s)),
     ("clock reads", lambda c, k, s: "clock_gettime" in s),
-    ("JSON + event (serde, log_event, uuid)", lambda c, k, s: re.search("serde|log_event|uuid", s)),
+    ("JSON + event (serde, log_event, uuid and its SHA-1)", lambda c, k, s: re.search("serde|log_event|uuid|sha1", s)),
     ("HTTP (hyper, httparse, http)", lambda c, k, s: re.search(r"hyper|httparse|\bhttp::", s)),
     ("axum/tower", lambda c, k, s: re.search("axum|tower", s)),
     ("tokio runtime (tokio, mio, futures)", lambda c, k, s: re.search("tokio|mio::|futures", s)),
@@ -339,22 +325,17 @@ def storage(rows):
 def cpu_table(rows, results):
     """CPU-seconds per 1 000 events per process, the broker included (medians across repetitions)."""
     out = {}
-    for m, side, proc, events in (("P1", "ours", "gateway", "accepted"), ("P1", "ours", "broker", "accepted"),
-                                  ("P2", "ours", "gateway", "accepted_events"), ("P2", "ours", "broker", "accepted_events"),
-                                  ("P2", "baseline", "broker", "events"), ("P4", "ours", "consumer", "rows"),
-                                  ("P4", "ours", "broker", "rows"), ("P4", "ours", "postgres", "rows"),
-                                  ("P4", "baseline", "postgres", "rows"), ("P4", "ceiling", "broker", "events")):
-        v = [per_1000(r["cpu"][proc], r["r"][events]) for r in get(rows, m, side) if r["r"].get(events) and proc in r["cpu"]]
-        if v:
-            out[f"{proc} ({m} {side})"] = med(v)
+    for m, side, procs, events in (("P1", "ours", "gateway broker", "accepted"), ("P2", "ours", "gateway broker", "accepted_events"),
+                                   ("P2", "baseline", "broker", "events"), ("P4", "ours", "consumer broker postgres", "rows"),
+                                   ("P4", "baseline", "postgres", "rows"), ("P4", "ceiling", "broker", "events")):
+        for proc in procs.split():
+            v = [r["cpu"][proc] / r["r"][events] * 1000 for r in get(rows, m, side) if r["r"].get(events) and proc in r["cpu"]]
+            if v:
+                out[f"{proc} ({m} {side})"] = med(v)
     for k, v in (results.get("P5", {}).get("cpu_s_per_1000_accepted_overload") or {}).items():
         out[f"{k} (P5 3× overload, per accepted event)"] = v
     return out, ["## CPU-seconds per 1 000 events", ""] + table(["process (measure, side)", "CPU-s / 1 000 events"],
                                                                [[k, f"{v:.4f}"] for k, v in out.items()])
-
-
-def sh(cmd):
-    return subprocess.run(cmd, shell=True, capture_output=True, text=True, timeout=10).stdout.strip()
 
 
 def main():
@@ -398,8 +379,8 @@ def main():
     lines += table(["measure", "what ÷ baseline", "baseline (median)", "ours (median)", "ratio", "per repetition min / median / max", "goal"], [])[:2]
     lines += main_rows + [""] + details + cpu_md + storage_md
     lines += ["Peak RSS (VmHWM) outside P6: " + ", ".join(f"{k} = {v / 1024:.1f} MiB" for k, v in rss.items()), "",
-              "## Machine", "", "```", f"nproc: {NCPU}", sh("free -h"),
-              sh("lscpu | grep -E 'Model name|^CPU\\(s\\)|Thread|Core|Socket|MHz|L3'"), sh("uname -sr"), "```", ""]
+              "## Machine", "", "```", f"nproc: {NCPU}"] + [subprocess.run(c, shell=True, capture_output=True, text=True).stdout.strip()
+                                                           for c in ("free -h", "lscpu | grep -E 'Model name|^CPU\\(s\\)|Thread|Core|Socket|MHz|L3'", "uname -sr")] + ["```", ""]
     with open(md_path, "w") as out:
         out.write("\n".join(lines))
     print(f"wrote {json_path} and {md_path}")

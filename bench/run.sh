@@ -59,15 +59,12 @@ cpu_of() {
 # cpu_start NAME=PID...; cpu_stop: CPU=(cpu.NAME=SECONDS...), what each (and the machine) used since.
 cpu_start() { CPU_SPEC=(machine=- "$@") CPU_T0=(); for a in "${CPU_SPEC[@]}"; do CPU_T0+=("$(cpu_of "${a#*=}")"); done; }
 cpu_stop() {
-  local i a
-  CPU=()
+  local i a; CPU=()
   for i in "${!CPU_SPEC[@]}"; do a=${CPU_SPEC[$i]}; CPU+=("cpu.${a%%=*}=$(fsub "$(cpu_of "${a#*=}")" "${CPU_T0[$i]}")"); done
 }
 
-RUN=$ROOT/.run/bench/$(date +%Y%m%d-%H%M%S)
-RAW=$RUN/raw.jsonl
-mkdir -p "$RUN"
-: >"$RAW"
+RUN=$ROOT/.run/bench/$(date +%Y%m%d-%H%M%S) && RAW=$RUN/raw.jsonl BIN=$RUN/bin
+mkdir -p "$BIN" && : >"$RAW"
 # record KEY=VALUE...: one JSON object a line in raw.jsonl. A VALUE that parses as JSON is kept
 # as it is, anything else is a string; a dotted KEY nests (cpu.broker=1).
 record() {
@@ -113,17 +110,13 @@ trap cleanup EXIT
 say "building release binaries (no-op when up to date)"
 cargo build --release -q -p api-gateway -p log-consumer -p bench-baselines
 # A private copy: another build into the same target dir cannot swap a binary mid-run.
-BIN=$RUN/bin
-mkdir -p "$BIN"
 cp "${CARGO_TARGET_DIR:-$ROOT/target}"/release/{api-gateway,log-consumer,bare-axum,bare-kafka,loadgen} "$BIN/"
 loadgen() { "$BIN/loadgen" "$@"; }
 bare_kafka() { "$BIN/bare-kafka" --brokers "$BROKERS" "$@"; }   # produce|consume --topic T ...
 command -v perf >/dev/null || say "perf not installed: no gateway profiles"
 
-say "starting Apache Kafka (one node, data in $KAFKA_DATA)"
-BROKERS=$(start_bench_broker "$KAFKA_DATA" "$RUN/kafka-start.log")
-BROKER_PID=$(cat "$KAFKA_DATA/node-1/pid")
-say "Apache Kafka $KAFKA_VERSION at $BROKERS (pid $BROKER_PID)"
+BROKERS=$(start_bench_broker "$KAFKA_DATA" "$RUN/kafka-start.log") BROKER_PID=$(cat "$KAFKA_DATA/node-1/pid")
+say "Apache Kafka $KAFKA_VERSION at $BROKERS (pid $BROKER_PID, data in $KAFKA_DATA)"
 TOPIC_PIDS=()
 for topic in bench-events bench-backlog bench-p5 bench-p6; do
   scripts/kafka.sh create-topic "$topic" --partitions 3 --data "$KAFKA_DATA" 2>>"$RUN/kafka-start.log" & TOPIC_PIDS+=($!)
@@ -241,9 +234,7 @@ measure_p1_to_p4() {
     say "P4 repetition $rep/$REPS: consumer draining $P4_EVENTS events (group bench-g$rep)"
     [ "$rep" = 1 ] || "${PSQL[@]}" -c "TRUNCATE log_events" >/dev/null   # the consumer migrates
     start_consumer "consumer-$rep" bench-backlog "bench-g$rep-$DB"
-    cpu_start consumer="$STARTED" broker="$BROKER_PID" postgres=pg
-    wait_rows "$P4_EVENTS" P4
-    cpu_stop
+    cpu_start consumer="$STARTED" broker="$BROKER_PID" postgres=pg; wait_rows "$P4_EVENTS" P4; cpu_stop
     # stored_at = now() of each batch's transaction: rows after the first batch over the span
     # of stored_at give a rate that does not depend on the polling interval.
     IFS='|' read -r span first_batch <<<"$("${PSQL[@]}" -c "SELECT extract(epoch FROM max(stored_at) - min(stored_at)), count(*) FILTER (WHERE stored_at = (SELECT min(stored_at) FROM log_events)) FROM log_events")"
@@ -270,17 +261,14 @@ measure_p1_to_p4() {
 # real flow control (RATE_MAX=cap, RATE_MIN=cap/10, lag every 5 s).
 start_p5_pipeline() {
   [ "$MODE" = p5 ] || "${PSQL[@]}" -c "TRUNCATE log_events" >/dev/null   # p5 mode: a fresh database
-  P5_GROUP="bench-p5-$DB"; CONS_PORT=$(free_port)
+  P5_GROUP="bench-p5-$DB" CONS_PORT=$(free_port) PROBE_PORT=$(free_port)
   start_consumer consumer-p5 bench-p5 "$P5_GROUP"; P5_CONS_PID=$STARTED
-  PROBE_PORT=$(free_port)
-  start_gateway gateway-open "$PROBE_PORT" KAFKA_TOPIC=bench-p5 KAFKA_GROUP_ID="$P5_GROUP" LAG_INTERVAL_MS=500
-  PROBE_PID=$STARTED
+  start_gateway gateway-open "$PROBE_PORT" KAFKA_TOPIC=bench-p5 KAFKA_GROUP_ID="$P5_GROUP" LAG_INTERVAL_MS=500; PROBE_PID=$STARTED
 }
 start_limited() { # name cap extra-env... → STARTED, LIM_PORT
-  local name=$1 cap=$2; shift 2
   LIM_PORT=$(free_port)
-  start_gateway "gateway-limited-$name" "$LIM_PORT" KAFKA_TOPIC=bench-p5 KAFKA_GROUP_ID="$P5_GROUP" \
-    RATE_MAX="$cap" RATE_MIN="$((cap / 10))" SHED_BELOW=WARN LAG_INTERVAL_MS=5000 "$@"
+  start_gateway "gateway-limited-$1" "$LIM_PORT" KAFKA_TOPIC=bench-p5 KAFKA_GROUP_ID="$P5_GROUP" \
+    RATE_MAX="$2" RATE_MIN="$(($2 / 10))" SHED_BELOW=WARN LAG_INTERVAL_MS=5000 "${@:3}"
 }
 lag_now() { health_field "$PROBE_PORT" consumerLag; }
 lag_below() { local l; l=$(lag_now); [ "$l" -ge 0 ] && [ "$l" -lt "$1" ]; }
@@ -354,8 +342,7 @@ print(int(d["accepted"] >= 0.99 * s * d["nominal_seconds"] and d["accepted_per_s
 
   say "P6: gateway RSS under 10x overload ($((S * 10)) events/s as 100-event batches, ${P6_OVER}s)"
   catch_up
-  sample_rss "$lim_pid" 0.25 "$RUN/rss-gateway.tsv"
-  g0=$(now)
+  sample_rss "$lim_pid" 0.25 "$RUN/rss-gateway.tsv"; g0=$(now)
   r=$(loadgen --url "http://127.0.0.1:$LIM_PORT/api/logs/batch" --batch 100 --error-every 10 \
       --rate "$(awk -v s="$S" 'BEGIN{print s / 10}')" --concurrency 256 --duration "$P6_OVER")
   kill "$SAMPLER" 2>/dev/null || true
@@ -363,13 +350,11 @@ print(int(d["accepted"] >= 0.99 * s * d["nominal_seconds"] and d["accepted_per_s
   kill "$lim_pid" "$PROBE_PID" "$P5_CONS_PID" 2>/dev/null || true
   wait "$P5_CONS_PID" 2>/dev/null || true
 
-  say "P6: producing a backlog of $P6_EVENTS events into bench-p6"
+  say "P6: consumer draining a backlog of $P6_EVENTS events, RSS sampled every 0.5 s"
   bare_kafka produce --topic bench-p6 --events "$P6_EVENTS" >"$RUN/backlog-p6.json"
   "${PSQL[@]}" -c "TRUNCATE log_events" >/dev/null
-  say "P6: consumer draining $P6_EVENTS events, RSS sampled every 0.5 s"
   start_consumer consumer-p6 bench-p6 "bench-p6-$DB"
-  sample_rss "$STARTED" 0.5 "$RUN/rss-consumer.tsv"
-  g0=$(now)
+  sample_rss "$STARTED" 0.5 "$RUN/rss-consumer.tsv"; g0=$(now)
   wait_rows "$P6_EVENTS" P6
   kill "$SAMPLER" 2>/dev/null || true
   record measure=P6 side=consumer events="$P6_EVENTS" t0="$g0" t1="$(now)" hwm_kb="$(hwm_kb "$STARTED")" rss_log="$RUN/rss-consumer.tsv"
@@ -449,9 +434,8 @@ measure_p1_to_p4
 measure_p5_p6
 measure_p7
 for p in "${PROFS[@]}"; do wait "$p" || true; done
-for d in "$RUN"/prof-*.data; do
-  [ -e "$d" ] || continue
-  perf report -i "$d" --no-children --sort comm,dso,sym --stdio -g none --percent-limit 0 >"${d%.data}.txt" 2>/dev/null || true
+for d in "$RUN"/prof-*.data; do   # none without perf
+  [ ! -e "$d" ] || perf report -i "$d" --no-children --sort comm,dso,sym --stdio -g none --percent-limit 0 >"${d%.data}.txt" 2>/dev/null || true
 done
 python3 bench/report.py "$RAW"
 REPORTED=1
