@@ -68,8 +68,8 @@ impl Args {
         let mut lines = Vec::new();
         for i in k * self.batch..(k + 1) * self.batch {
             let error = self.error_every > 0 && i % self.error_every == self.error_every - 1;
-            // Single events: one correlationId (one partition), as a client's session would.
-            let n = if self.batch == 1 {
+            // Single events: one correlationId (one partition), as one client's session.
+            let n = if self.batch == 1 && !self.fresh() {
                 7 + usize::from(error)
             } else {
                 i % 1024
@@ -315,26 +315,40 @@ async fn connect(target: &hyper::Uri) -> Option<Conn> {
 mod tests {
     use clap::Parser;
 
+    fn events(argv: &str, k: usize) -> (Vec<serde_json::Value>, Vec<uuid::Uuid>) {
+        let args = super::Args::parse_from(format!("loadgen --url x {argv}").split_whitespace());
+        let (body, ids) = args.body(k, 1_763_800_000_000);
+        let lines = body.split(|&b| b == b'\n');
+        (
+            lines.map(|l| serde_json::from_slice(l).unwrap()).collect(),
+            ids,
+        )
+    }
+
     #[test]
     fn bodies_are_ndjson_batches_with_every_nth_an_error_and_fresh_ids() {
-        let args = super::Args::parse_from(["loadgen", "--url", "x", "--batch", "3"]);
-        let args = super::Args {
-            error_every: 2,
-            ids: Some("ids".into()),
-            ..args
+        let (evs, ids) = events("--batch 3 --error-every 2 --ids f", 1);
+        let field = |k: &str| {
+            evs.iter()
+                .map(|e| e[k].as_str().unwrap().to_owned())
+                .collect::<Vec<_>>()
         };
-        let (body, ids) = args.body(1, 1_763_800_000_000);
-        let evs: Vec<serde_json::Value> = body
-            .split(|&b| b == b'\n')
-            .map(|l| serde_json::from_slice(l).unwrap())
-            .collect();
-        let severities: Vec<_> = evs
-            .iter()
-            .map(|e| e["severity"].as_str().unwrap())
-            .collect();
-        assert_eq!(severities, ["error", "info", "error"]);
-        let got: Vec<_> = evs.iter().map(|e| e["eventId"].as_str().unwrap()).collect();
-        assert_eq!(got, ids.iter().map(|i| i.to_string()).collect::<Vec<_>>());
+        assert_eq!(field("severity"), ["error", "info", "error"]);
+        assert_eq!(
+            field("eventId"),
+            ids.iter().map(|i| i.to_string()).collect::<Vec<_>>()
+        );
+        assert_eq!(field("correlationId"), ["bench-3", "bench-4", "bench-5"]);
         assert_ne!(ids[0], ids[1]);
+    }
+
+    #[test]
+    fn single_events_share_one_key_unless_fresh() {
+        assert_eq!(events("", 5).0[0]["correlationId"], "bench-7");
+        assert_eq!(
+            events("--error-every 10", 9).0[0]["correlationId"],
+            "bench-8"
+        );
+        assert_eq!(events("--fresh", 5).0[0]["correlationId"], "bench-5");
     }
 }
