@@ -156,7 +156,10 @@ sample_rss() { # pid seconds file → SAMPLER (pid): "epoch<TAB>VmRSS kB" lines 
 # profile NAME PID SECONDS: the gateway's CPU profile over the next SECONDS (rendered at the end).
 profile() {
   command -v perf >/dev/null || return 0
+  local d=$((SECONDS + 10))
   perf record -F 999 -p "$2" -o "$RUN/prof-$1.data" -- sleep "$3" >"$RUN/prof-$1.log" 2>&1 & PROFS+=($!)
+  # Recording once perf's child is sleep: on a busy machine perf can take seconds to start.
+  until pgrep -x -P "$!" sleep >/dev/null || [ $SECONDS -ge $d ]; do sleep 0.05; done
 }
 health_field() { curl -fsS "http://127.0.0.1:$1/api/logs/health" 2>/dev/null | jfield "$2"; }
 # timed_wait SECONDS INTERVAL COMMAND...: polls until COMMAND succeeds, prints the seconds it took.
