@@ -203,12 +203,12 @@ measure_p1_to_p4() {
   drain >/dev/null
   for rep in $(seq 1 "$REPS"); do
     say "P1/P3 repetition $rep/$REPS ($CONNS connections, ${DUR}s each)"
-    side P1 baseline -- loadgen --url "$BARE" --duration "$DUR"
+    side P1 baseline -- loadgen --url "$BARE" --concurrency "$CONNS" --duration "$DUR"
     [ "$rep" != 1 ] || profile P1 "$gw_pid" "$DUR"
-    side P1 ours gateway="$gw_pid" broker="$BROKER_PID" -- loadgen --url "$gw" --duration "$DUR"
+    side P1 ours gateway="$gw_pid" broker="$BROKER_PID" -- loadgen --url "$gw" --concurrency "$CONNS" --duration "$DUR"
     # The bound: as many records awaiting their ack as connections, keyed like the body.
     side P1 inflight broker="$BROKER_PID" -- bare_kafka produce --topic bench-events --in-flight "$CONNS" --duration "$DUR"
-    e0=$(now); r=$(loadgen --url "$ge" --duration "$DUR")
+    e0=$(now); r=$(loadgen --url "$ge" --concurrency "$CONNS" --duration "$DUR")
     record measure=P3 side=baseline rep="$rep" r="$r" drain_s="$(drain)" span_s="$(fsub "$(now)" "$e0")"
   done
 
