@@ -304,7 +304,7 @@ def profile(run_dir, m, meta):
         share[cat] += float(pct)
         top[cat].append((float(pct), sym.strip()[:70]))
     res = {c: {"percent": share[c], "top": sorted(top[c], reverse=True)[:2]} for c, _ in CATEGORIES if share[c]}
-    samples = " + ".join(re.findall(r"^# Samples: (\d+)", text, re.M))
+    samples = " + ".join(re.findall(r"^# Samples: (\S+)", text, re.M))
     return res, table(["category (self time)", "% of the gateway's samples", "top symbols (%)"],
                       [[c, f"{x['percent']:.1f}", "; ".join(f"`{s}` {p:.1f}" for p, s in x["top"])] for c, x in res.items()],
                       f"{m}: where the gateway's CPU goes ({samples} samples at 999 Hz)")
