@@ -1,60 +1,45 @@
 #!/usr/bin/env bash
 # Side-by-side benchmark of the ingest pipeline against baseline programs (crates/bench-baselines).
-#   ./bench/run.sh          full run: P1..P7, 5 repetitions (~30 min); regenerates
-#                           bench/results.json and docs/BENCHMARKS.md
-#   ./bench/run.sh --quick  every measure once or twice, briefly (< 3 min after the build);
-#                           its report stays in the run directory
-#   ./bench/run.sh p5 [--cap N] [--reps N] [--half S] [--over S] [--prefill GB] NAME=[ENV,ENV...]...
-#       P5's overload only, one limited gateway per NAME (RATE_MAX=cap plus that NAME's env),
-#       repetitions interleaved in a rotated order; prints each one's p99 ratio (3x / 50 %).
-#       --prefill GB then fills the broker to GB gigabytes and runs them again (NAME@GBgb).
-# Starts its own Apache Kafka (scripts/kafka.sh; data under .run/bench/<stamp>, deleted unless
-# BENCH_KEEP_DATA=1), a fresh database and release builds (limiter out of the way except in
-# P5/P6). Records go to .run/bench/<stamp>/raw.jsonl; bench/report.py turns them into the report.
+#   ./bench/run.sh          full run: P1..P7, 5 repetitions (~30 min): docs/BENCHMARKS.md + bench/results.json
+#   ./bench/run.sh --quick  every measure once or twice (< 3 min after the build), report in its run dir
+#   ./bench/run.sh p5 [--cap N] NAME=[ENV,ENV...]...  P5's overload only, one limited gateway per
+#       NAME (RATE_MAX=N plus that NAME's env), repetitions interleaved; prints their p99 ratios
+# Starts its own Apache Kafka (data kept with BENCH_KEEP_DATA=1), a fresh database and release
+# builds (limiter out of the way except in P5/P6); records go to .run/bench/<stamp>/raw.jsonl,
+# bench/report.py renders them. With perf, one repetition of the gateway in P1, P2 and P5 (3x)
+# is profiled (prof-*.txt).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 
-QUICK=0 MODE=all CAP=6000 P5_REPS=5 P5_HALF=10 P5_OVER=20 PREFILL=0
-CONFIGS=()
+QUICK=0 MODE=all CAP=6000 CONFIGS=()
 while [ $# -gt 0 ]; do
   case "$1" in
-    --quick) QUICK=1; shift ;;
-    p5) MODE=p5; shift ;;
-    --cap) CAP=$2; shift 2 ;;
-    --reps) P5_REPS=$2; shift 2 ;;
-    --half) P5_HALF=$2; shift 2 ;;
-    --over) P5_OVER=$2; shift 2 ;;
-    --prefill) PREFILL=$2; shift 2 ;;
-    -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
+    --quick) QUICK=1 ;;
+    p5) MODE=p5 ;;
+    --cap) CAP=$2; shift ;;
+    -h|--help) sed -n '2,9p' "$0"; exit 0 ;;
     *=*) [ "$MODE" = p5 ] || { echo "NAME=ENV needs the p5 mode (see --help)" >&2; exit 2; }
-         CONFIGS+=("$1"); shift ;;
+         CONFIGS+=("$1") ;;
     *) echo "unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
+  shift
 done
 [ "$MODE" = all ] || [ ${#CONFIGS[@]} -ge 1 ] || { echo "p5: name at least one NAME=[ENV,...]" >&2; exit 2; }
 
 # P1/P3: 256 connections saturate the machine (at 32 the gateway idles waiting for linger.ms +
-# the acks=all round trip). P2: 32 connections of 100-event batches. P3x: 4x the connections.
-CONNS=${BENCH_CONNS:-256} P2_CONNS=32 P5_SETTLE=6 REPS=${BENCH_REPS:-5} DRAIN_S=900
-if [ "$QUICK" = 1 ]; then
-  DUR=2 WARM=1 REPS=2 P2_EVENTS=100000 P4_EVENTS=20000 P3X_REPS=1 DRAIN_S=120
-  P5_SEARCH=2 P5_HALF=2 P5_OVER=2 P5_REPS=1 P5_SETTLE=2 P6_OVER=2 P6_EVENTS=30000
-  P7_REPS=1 P7_KILL_AT=3 P7_DUR=12
-else
-  DUR=10 WARM=5 P2_EVENTS=300000 P4_EVENTS=200000 P3X_REPS=$REPS
-  P5_SEARCH=10 P6_OVER=30 P6_EVENTS=1000000 P7_REPS=3 P7_KILL_AT=10 P7_DUR=40
-  [ "$MODE" = p5 ] || P5_HALF=15
-fi
+# the acks=all round trip). P2: 32 connections of 100-event batches.
+CONNS=256 P2_CONNS=32 REPS=5 DRAIN_S=900 DUR=10 WARM=5 P2_EVENTS=300000 P4_EVENTS=200000
+P5_SEARCH=10 P5_HALF=15 P5_OVER=20 P5_REPS=5 P5_SETTLE=6 P6_OVER=30 P6_EVENTS=1000000 P7_REPS=3 P7_KILL_AT=10 P7_DUR=40
+[ "$QUICK" = 0 ] || { DUR=2 WARM=1 REPS=2 P2_EVENTS=100000 P4_EVENTS=20000 DRAIN_S=120 P5_SEARCH=2 P5_HALF=2
+  P5_OVER=2 P5_REPS=1 P5_SETTLE=2 P6_OVER=2 P6_EVENTS=30000 P7_REPS=1 P7_KILL_AT=3 P7_DUR=12; }
 
 LIB_TAG=bench
 RUN_DIR=$ROOT/.run
 # shellcheck source=scripts/lib.sh
 . "$ROOT/scripts/lib.sh"
 say() { printf '[bench %s] %s\n' "$(date +%T)" "$*" >&2; }
-ensure_rust
-ensure_build_deps
-ensure_postgres
+ensure_rust; ensure_build_deps; ensure_postgres
 for t in psql curl python3; do command -v "$t" >/dev/null || die "$t not found"; done
 
 clk_tck=$(getconf CLK_TCK)
@@ -62,8 +47,7 @@ now() { date +%s.%N; }
 fsub() { awk -v a="$1" -v b="$2" 'BEGIN{printf "%.6f", a-b}'; }
 hwm_kb() { awk '/VmHWM/{print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
 # CPU seconds of a pid; "-": the machine's busy seconds (all cores); "pg": the PostgreSQL server
-# (postmaster PG_PM, its live children and, through cutime+cstime, the ones it reaped). Through
-# cat: a process that exits between the glob and the read is skipped.
+# (postmaster PG_PM, its live children and, through cutime+cstime, the ones it reaped).
 cpu_of() {
   case $1 in
     -) awk -v t="$clk_tck" '/^cpu /{print ($2+$3+$4+$7+$8+$9)/t}' /proc/stat ;;
@@ -72,24 +56,15 @@ cpu_of() {
     *) awk -v t="$clk_tck" '{print ($14+$15)/t}' "/proc/$1/stat" 2>/dev/null || echo 0 ;;
   esac
 }
-# cpu_start NAME=PID...; cpu_stop: CPU seconds each (and the machine) used since, as
-# cpu.NAME=SECONDS arguments for record in CPU.
-cpu_start() {
-  CPU_NAMES=(machine) CPU_PIDS=(-) CPU_T0=("$(cpu_of -)")
-  for a in "$@"; do CPU_NAMES+=("${a%%=*}"); CPU_PIDS+=("${a#*=}"); CPU_T0+=("$(cpu_of "${a#*=}")"); done
-}
+# cpu_start NAME=PID...; cpu_stop: CPU=(cpu.NAME=SECONDS...), what each (and the machine) used since.
+cpu_start() { CPU_SPEC=(machine=- "$@") CPU_T0=(); for a in "${CPU_SPEC[@]}"; do CPU_T0+=("$(cpu_of "${a#*=}")"); done; }
 cpu_stop() {
-  local i
-  CPU=()
-  for i in "${!CPU_NAMES[@]}"; do
-    CPU+=("cpu.${CPU_NAMES[$i]}=$(fsub "$(cpu_of "${CPU_PIDS[$i]}")" "${CPU_T0[$i]}")")
-  done
+  local i a; CPU=()
+  for i in "${!CPU_SPEC[@]}"; do a=${CPU_SPEC[$i]}; CPU+=("cpu.${a%%=*}=$(fsub "$(cpu_of "${a#*=}")" "${CPU_T0[$i]}")"); done
 }
 
-RUN=$ROOT/.run/bench/$(date +%Y%m%d-%H%M%S)
-RAW=$RUN/raw.jsonl
-mkdir -p "$RUN"
-: >"$RAW"
+RUN=$ROOT/.run/bench/$(date +%Y%m%d-%H%M%S) && RAW=$RUN/raw.jsonl BIN=$RUN/bin
+mkdir -p "$BIN" && : >"$RAW"
 # record KEY=VALUE...: one JSON object a line in raw.jsonl. A VALUE that parses as JSON is kept
 # as it is, anything else is a string; a dotted KEY nests (cpu.broker=1).
 record() {
@@ -98,12 +73,9 @@ out = {}
 for key, value in (a.split("=", 1) for a in sys.argv[1:]):
     *path, last = key.split(".")
     d = out
-    for p in path:
-        d = d.setdefault(p, {})
-    try:
-        d[last] = json.loads(value)
-    except ValueError:
-        d[last] = value
+    for p in path: d = d.setdefault(p, {})
+    try: d[last] = json.loads(value)
+    except ValueError: d[last] = value
 print(json.dumps(out))' "$@" >>"$RAW"
 }
 # jfield KEY: that key of the JSON object on stdin; -1 when it is absent or unreadable.
@@ -115,16 +87,14 @@ KAFKA_VERSION=$(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' script
 record measure=meta broker="apache-kafka $KAFKA_VERSION" git_head="$(git rev-parse HEAD 2>/dev/null || echo unknown)" \
   uncommitted_paths="$(git status --porcelain 2>/dev/null | wc -l)" date="$(date -u '+%Y-%m-%d %H:%M UTC')" \
   quick="$QUICK" repetitions="$REPS" duration_per_rep="$DUR" connections="$CONNS" \
-  p2_connections="$P2_CONNS" p2_events="$P2_EVENTS" p4_events="$P4_EVENTS" run_dir="$RUN"
+  p2_connections="$P2_CONNS" p2_events="$P2_EVENTS" p4_events="$P4_EVENTS" run_dir="$RUN" \
+  perf="$(command -v perf >/dev/null && echo yes || echo no)"
 
-PIDS=()
-KAFKA_DATA=$RUN/kafka
-REPORTED=0
+PIDS=() PROFS=() KAFKA_DATA=$RUN/kafka REPORTED=0
 cleanup() {
-  local rc=$?
+  local rc=$? p stopping=
   for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
   for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
-  local stopping=
   if [ -d "$RUN/kafka3" ]; then stop_bench_broker "$RUN/kafka3" & stopping=$!; fi
   stop_bench_broker "$KAFKA_DATA"
   [ -z "$stopping" ] || wait "$stopping"
@@ -140,58 +110,56 @@ trap cleanup EXIT
 say "building release binaries (no-op when up to date)"
 cargo build --release -q -p api-gateway -p log-consumer -p bench-baselines
 # A private copy: another build into the same target dir cannot swap a binary mid-run.
-BIN=$RUN/bin
-mkdir -p "$BIN"
 cp "${CARGO_TARGET_DIR:-$ROOT/target}"/release/{api-gateway,log-consumer,bare-axum,bare-kafka,loadgen} "$BIN/"
 loadgen() { "$BIN/loadgen" "$@"; }
 bare_kafka() { "$BIN/bare-kafka" --brokers "$BROKERS" "$@"; }   # produce|consume --topic T ...
+command -v perf >/dev/null || say "perf not installed: no gateway profiles"
 
-say "starting Apache Kafka (one node, data in $KAFKA_DATA)"
-BROKERS=$(start_bench_broker "$KAFKA_DATA" "$RUN/kafka-start.log")
-BROKER_PID=$(cat "$KAFKA_DATA/node-1/pid")
-say "Apache Kafka $KAFKA_VERSION at $BROKERS (pid $BROKER_PID)"
+BROKERS=$(start_bench_broker "$KAFKA_DATA" "$RUN/kafka-start.log") BROKER_PID=$(cat "$KAFKA_DATA/node-1/pid")
+say "Apache Kafka $KAFKA_VERSION at $BROKERS (pid $BROKER_PID, data in $KAFKA_DATA)"
 TOPIC_PIDS=()
 for topic in bench-events bench-backlog bench-p5 bench-p6; do
   scripts/kafka.sh create-topic "$topic" --partitions 3 --data "$KAFKA_DATA" 2>>"$RUN/kafka-start.log" & TOPIC_PIDS+=($!)
 done
 for p in "${TOPIC_PIDS[@]}"; do wait "$p" || { tail -n 20 "$RUN/kafka-start.log" >&2; die "creating a topic failed"; }; done
-DB=bench_$(date +%s)
-DBURL=postgres://postgres@127.0.0.1:5432/$DB
+DB=bench_$(date +%s) DBURL=postgres://postgres@127.0.0.1:5432/$DB
 psql -h 127.0.0.1 -U postgres -qAtc "CREATE DATABASE $DB" >/dev/null
 PSQL=(psql -h 127.0.0.1 -U postgres -d "$DB" -qAt)
 PG_PM=$(head -n 1 "$("${PSQL[@]}" -c 'SHOW data_directory')/postmaster.pid" 2>/dev/null) || PG_PM=-1
 
-start_gateway() { # name port extra-env... → STARTED (pid)
-  local name=$1 port=$2; shift 2
-  env GATEWAY_ADDR="127.0.0.1:$port" KAFKA_BROKERS="$BROKERS" KAFKA_TOPIC=bench-events \
-      KAFKA_GROUP_ID=bench-none REDIS_URL='' RATE_MAX=1000000 RATE_MIN=1000000 \
-      SHED_BELOW=TRACE LOG_FORMAT=json RUST_LOG=warn "$@" \
-      "$BIN/api-gateway" >"$RUN/$name.log" 2>&1 &
+start_service() { # name binary port env... → STARTED (pid), ready
+  env KAFKA_BROKERS="$BROKERS" LOG_FORMAT=json RUST_LOG=warn "${@:4}" "$BIN/$2" >"$RUN/$1.log" 2>&1 &
   STARTED=$!; PIDS+=("$STARTED")
-  wait_for_http "http://127.0.0.1:$port/health/ready" 60 "$name (log: $RUN/$name.log)" "$STARTED"
+  wait_for_http "http://127.0.0.1:$3/health/ready" 60 "$1 (log: $RUN/$1.log)" "$STARTED"
+}
+start_gateway() { # name port extra-env... → STARTED (pid)
+  start_service "$1" api-gateway "$2" GATEWAY_ADDR="127.0.0.1:$2" KAFKA_TOPIC=bench-events KAFKA_GROUP_ID=bench-none \
+    REDIS_URL='' RATE_MAX=1000000 RATE_MIN=1000000 SHED_BELOW=TRACE "${@:3}"
 }
 start_consumer() { # name topic group → STARTED (pid), ready on CONS_PORT
-  env CONSUMER_ADDR="127.0.0.1:$CONS_PORT" KAFKA_BROKERS="$BROKERS" KAFKA_TOPIC="$2" \
-      KAFKA_GROUP_ID="$3" DATABASE_URL="$DBURL" LOG_FORMAT=json RUST_LOG=warn \
-      "$BIN/log-consumer" >"$RUN/$1.log" 2>&1 &
-  STARTED=$!; PIDS+=("$STARTED")
-  wait_for_http "http://127.0.0.1:$CONS_PORT/health/ready" 60 "$1 (log: $RUN/$1.log)" "$STARTED"
+  start_service "$1" log-consumer "$CONS_PORT" CONSUMER_ADDR="127.0.0.1:$CONS_PORT" KAFKA_TOPIC="$2" \
+    KAFKA_GROUP_ID="$3" DATABASE_URL="$DBURL"
 }
-start_bare_axum() { # name → STARTED (pid), answering on BARE_PORT
-  BARE_PORT=$(free_port)
-  ADDR=127.0.0.1:$BARE_PORT "$BIN/bare-axum" >"$RUN/$1.log" 2>&1 &
+start_bare_axum() { # name → STARTED (pid), BARE=its URL
+  local port d=$((SECONDS + 20))
+  port=$(free_port) BARE=http://127.0.0.1:$port/api/logs
+  ADDR=127.0.0.1:$port "$BIN/bare-axum" >"$RUN/$1.log" 2>&1 &
   STARTED=$!; PIDS+=("$STARTED")
-  local d=$((SECONDS + 20))
-  until curl -s -o /dev/null -X POST -H 'content-type: application/json' --data @"$RUN/single.json" \
-      "http://127.0.0.1:$BARE_PORT/api/logs"; do
-    [ $SECONDS -lt $d ] || die "$1 not answering"; sleep 0.2
-  done
+  until tcp_answers 127.0.0.1 "$port"; do [ $SECONDS -lt $d ] || die "$1 not answering"; sleep 0.2; done
 }
 sample_rss() { # pid seconds file → SAMPLER (pid): "epoch<TAB>VmRSS kB" lines until pid exits
   ( while kill -0 "$1" 2>/dev/null; do
       printf '%s\t%s\n' "$(now)" "$(awk '/VmRSS/{print $2}' "/proc/$1/status")"; sleep "$2"
     done ) >"$3" 2>/dev/null &
   SAMPLER=$!; PIDS+=("$SAMPLER")
+}
+# profile NAME PID SECONDS: the gateway's CPU profile over the next SECONDS (rendered at the end).
+profile() {
+  command -v perf >/dev/null || return 0
+  local d=$((SECONDS + 10))
+  perf record -F 999 -p "$2" -o "$RUN/prof-$1.data" -- sleep "$3" >"$RUN/prof-$1.log" 2>&1 & PROFS+=($!)
+  # Recording once perf's child is sleep: on a busy machine perf can take seconds to start.
+  until pgrep -x -P "$!" sleep >/dev/null || [ $SECONDS -ge $d ]; do sleep 0.05; done
 }
 health_field() { curl -fsS "http://127.0.0.1:$1/api/logs/health" 2>/dev/null | jfield "$2"; }
 # timed_wait SECONDS INTERVAL COMMAND...: polls until COMMAND succeeds, prints the seconds it took.
@@ -201,97 +169,61 @@ timed_wait() {
   until "$@"; do [ $SECONDS -lt $deadline ] || return 1; sleep "$interval"; done
   fsub "$(now)" "$t0"; echo
 }
-rows_stored() { "${PSQL[@]}" -c "SELECT count(*) FROM log_events"; }
-wait_rows() { # N what: until log_events holds N rows (first_t/first_n: when rows first showed)
-  local deadline=$((SECONDS + DRAIN_S)) n=0 last_say=$SECONDS
-  first_t=null first_n=0
+wait_rows() { # N what: until log_events holds N rows
+  local deadline=$((SECONDS + DRAIN_S)) n=0
   while [ "$n" -lt "$1" ]; do
     [ $SECONDS -lt $deadline ] || die "$2: only $n/$1 rows stored in time"
-    sleep 0.1; n=$(rows_stored)
-    if [ "$first_t" = null ] && [ "$n" -gt 0 ]; then first_t=$(now) first_n=$n; fi
-    if [ $((SECONDS - last_say)) -ge 10 ]; then say "$2: $n/$1 rows stored"; last_say=$SECONDS; fi
+    sleep 0.1; n=$("${PSQL[@]}" -c "SELECT count(*) FROM log_events")
   done
 }
-
-# Bodies: 90 % info, 10 % error is the share a log stream typically has (RESERVED_SHARE=0.1).
-python3 - "$RUN" "$(($(date +%s) * 1000))" <<'PY'
-import json, sys
-run, now = sys.argv[1], int(sys.argv[2])
-def ev(i, sev="info", msg="user logged in from a benchmark client with a moderately long message"):
-    return {"correlationId": f"bench-{i % 1024}", "severity": sev, "message": msg, "source": "bench-service",
-            "timestamp": now, "attributes": {"userId": i % 10000, "region": "eu-west-1"}}
-def write(name, events):
-    open(f"{run}/{name}", "w").write("".join(json.dumps(e) + "\n" for e in events) if name.endswith(".ndjson") else json.dumps(events[0]))
-write("single.json", [ev(7)])
-write("single-error.json", [ev(8, "error", "payment failed for a benchmark client")])
-write("batch100-mixed.ndjson", [ev(i, "error") if i % 10 == 9 else ev(i) for i in range(100)])
-write("batch100.ndjson", [ev(i) for i in range(100)])
-PY
-SINGLE_BODIES=()
-for _ in 1 2 3 4 5 6 7 8 9; do SINGLE_BODIES+=(--body "$RUN/single.json"); done
-SINGLE_BODIES+=(--body "$RUN/single-error.json")
-closed() { loadgen --url "$1" --body "$RUN/single.json" --duration "$2" --concurrency "${3:-$CONNS}"; }
+# side MEASURE SIDE NAME=PID... -- COMMAND...: one repetition's run, its CPU use and its record.
+side() {
+  local m=$1 s=$2 procs=() r
+  shift 2
+  while [ "$1" != -- ]; do procs+=("$1"); shift; done
+  shift
+  cpu_start "${procs[@]}"; r=$("$@"); cpu_stop
+  record measure="$m" side="$s" rep="$rep" r="$r" "${CPU[@]}"
+}
 
 # ---------------------------------------------------------------- P1..P4
 measure_p1_to_p4() {
-  local gw ge bare rep r drained e0 p3x=$((CONNS * 4)) gw_port ge_port gw_pid ge_pid bare_pid key
+  local gw ge rep r e0 gw_port ge_port gw_pid ge_pid bare_pid
   gw_port=$(free_port); ge_port=$(free_port)
   start_gateway gateway "$gw_port"; gw_pid=$STARTED
   start_gateway gateway-enqueue "$ge_port" BENCH_ACK_ON_ENQUEUE=true; ge_pid=$STARTED
   start_bare_axum bare-axum; bare_pid=$STARTED
-  say "gateway (:$gw_port), gateway with BENCH_ACK_ON_ENQUEUE (:$ge_port), bare-axum (:$BARE_PORT)"
-  gw=http://127.0.0.1:$gw_port/api/logs ge=http://127.0.0.1:$ge_port/api/logs bare=http://127.0.0.1:$BARE_PORT/api/logs
+  gw=http://127.0.0.1:$gw_port/api/logs ge=http://127.0.0.1:$ge_port/api/logs
   # Answered at enqueue, the events are not at the broker yet: the time until its producer
   # queue is empty counts, so the sustained rate includes the work the early answer deferred.
   queue_empty() { [ "$(health_field "$ge_port" producerQueue)" = 0 ]; }
   drain() { timed_wait 120 0.05 queue_empty || die "enqueue gateway's producer queue did not drain"; }
-  # The bound at C connections: C records awaiting their ack, keyed like the single-event body
-  # (one correlationId, so one partition).
-  key=$(jfield correlationId <"$RUN/single.json")
-  inflight() { bare_kafka produce --topic bench-events --events 20000 --key "$key" --in-flight "$1" --duration "$DUR"; }
-  # ge_run CONNS: the enqueue gateway, sustained until its queue drained (P3's baseline).
-  ge_run() {
-    e0=$(now); r=$(closed "$ge" "$DUR" "$1"); drained=$(drain)
-    record measure="$2" side=baseline rep="$rep" r="$r" drain_s="$drained" span_s="$(fsub "$(now)" "$e0")"
-  }
   say "P1/P3 warm-up (${WARM}s each)"
-  for u in "$bare" "$gw" "$ge"; do closed "$u" "$WARM" >/dev/null; done
+  for u in "$BARE" "$gw" "$ge"; do loadgen --url "$u" --duration "$WARM" >/dev/null; done
   drain >/dev/null
   for rep in $(seq 1 "$REPS"); do
     say "P1/P3 repetition $rep/$REPS ($CONNS connections, ${DUR}s each)"
-    cpu_start; r=$(closed "$bare" "$DUR"); cpu_stop
-    record measure=P1 side=baseline rep="$rep" r="$r" "${CPU[@]}"
-    read -r ps0 pc0 < <(produce_sum_count "$gw_port")
-    cpu_start gateway="$gw_pid" broker="$BROKER_PID"; r=$(closed "$gw" "$DUR"); cpu_stop
-    read -r ps1 pc1 < <(produce_sum_count "$gw_port")
-    record measure=P1 side=ours rep="$rep" r="$r" "${CPU[@]}" produce.sum_s="$(fsub "$ps1" "$ps0")" produce.count="$(fsub "$pc1" "$pc0")"
-    record measure=P3 side=ours rep="$rep" r="$r"
-    cpu_start broker="$BROKER_PID"; r=$(inflight "$CONNS"); cpu_stop
-    record measure=P1 side=inflight rep="$rep" r="$r" "${CPU[@]}"
-    ge_run "$CONNS" P3
-  done
-  # Clients that wait for an ack get connections ÷ latency: with 4x the connections enough
-  # requests are in flight to cover the broker's ack latency (P3x).
-  for rep in $(seq 1 "$P3X_REPS"); do
-    say "P3 at $p3x connections, repetition $rep/$P3X_REPS (${DUR}s each)"
-    record measure=P3x side=ours rep="$rep" r="$(closed "$gw" "$DUR" "$p3x")"
-    record measure=P3x side=inflight rep="$rep" r="$(inflight "$p3x")"
-    ge_run "$p3x" P3x
+    side P1 baseline -- loadgen --url "$BARE" --concurrency "$CONNS" --duration "$DUR"
+    [ "$rep" != 1 ] || profile P1 "$gw_pid" "$DUR"
+    side P1 ours gateway="$gw_pid" broker="$BROKER_PID" -- loadgen --url "$gw" --concurrency "$CONNS" --duration "$DUR"
+    # The bound: as many records awaiting their ack as connections, keyed like the body.
+    side P1 inflight broker="$BROKER_PID" -- bare_kafka produce --topic bench-events --in-flight "$CONNS" --duration "$DUR"
+    e0=$(now); r=$(loadgen --url "$ge" --concurrency "$CONNS" --duration "$DUR")
+    record measure=P3 side=baseline rep="$rep" r="$r" drain_s="$(drain)" span_s="$(fsub "$(now)" "$e0")"
   done
 
   # P7's three-node cluster takes a minute to start: --quick starts it here, in the background
   # (a full run starts it for P7, so that it shares the machine with no other measure).
   if [ "$QUICK" = 1 ]; then start_p7_cluster & P7_STARTING=$!; PIDS+=("$P7_STARTING"); fi
   say "P2 warm-up"
-  local batch=(--url "$gw/batch" --body "$RUN/batch100.ndjson" --batch 100 --concurrency "$P2_CONNS")
-  loadgen "${batch[@]}" --duration "$WARM" >/dev/null
+  local batch=(loadgen --url "$gw/batch" --batch 100 --concurrency "$P2_CONNS" --duration)
+  "${batch[@]}" "$WARM" >/dev/null
   bare_kafka produce --topic bench-events --events $((P2_EVENTS / 4)) >/dev/null
   for rep in $(seq 1 "$REPS"); do
     say "P2 repetition $rep/$REPS"
-    cpu_start gateway="$gw_pid" broker="$BROKER_PID"; r=$(loadgen "${batch[@]}" --duration "$DUR"); cpu_stop
-    record measure=P2 side=ours rep="$rep" r="$r" "${CPU[@]}"
-    cpu_start broker="$BROKER_PID"; r=$(bare_kafka produce --topic bench-events --events "$P2_EVENTS"); cpu_stop
-    record measure=P2 side=baseline rep="$rep" r="$r" "${CPU[@]}"
+    [ "$rep" != 1 ] || profile P2 "$gw_pid" "$DUR"
+    side P2 ours gateway="$gw_pid" broker="$BROKER_PID" -- "${batch[@]}" "$DUR"
+    side P2 baseline broker="$BROKER_PID" -- bare_kafka produce --topic bench-events --events "$P2_EVENTS"
   done
   record measure=rss r.gateway_hwm_kb="$(hwm_kb "$gw_pid")" r.bare_axum_hwm_kb="$(hwm_kb "$bare_pid")"
   kill "$gw_pid" "$ge_pid" "$bare_pid" 2>/dev/null || true
@@ -299,30 +231,21 @@ measure_p1_to_p4() {
   say "P4: producing a backlog of $P4_EVENTS events into bench-backlog"
   bare_kafka produce --topic bench-backlog --events "$P4_EVENTS" >"$RUN/backlog.json"
   local cols="event_id,correlation_id,severity,message,source,event_time,received_at,stored_at,attributes,kafka_partition,kafka_offset"
-  local ready_t span first_batch m heap idx n
+  local span first_batch heap idx n
   CONS_PORT=$(free_port)
   for rep in $(seq 1 "$REPS"); do
     say "P4 repetition $rep/$REPS: consumer draining $P4_EVENTS events (group bench-g$rep)"
     [ "$rep" = 1 ] || "${PSQL[@]}" -c "TRUNCATE log_events" >/dev/null   # the consumer migrates
     start_consumer "consumer-$rep" bench-backlog "bench-g$rep-$DB"
-    ready_t=$(now)
-    cpu_start consumer="$STARTED" broker="$BROKER_PID" postgres=pg
-    wait_rows "$P4_EVENTS" P4
-    cpu_stop
-    m=$(curl -fsS "http://127.0.0.1:$CONS_PORT/metrics" || true)
-    metric() { awk -v n="$1" '$1==n {v=$2} END {print v+0}' <<<"$m"; }
+    cpu_start consumer="$STARTED" broker="$BROKER_PID" postgres=pg; wait_rows "$P4_EVENTS" P4; cpu_stop
     # stored_at = now() of each batch's transaction: rows after the first batch over the span
     # of stored_at give a rate that does not depend on the polling interval.
     IFS='|' read -r span first_batch <<<"$("${PSQL[@]}" -c "SELECT extract(epoch FROM max(stored_at) - min(stored_at)), count(*) FILTER (WHERE stored_at = (SELECT min(stored_at) FROM log_events)) FROM log_events")"
-    record measure=P4 side=ours rep="$rep" r.rows="$P4_EVENTS" r.first_rows="$first_n" r.t0="$first_t" r.t1="$(now)" \
-      r.ready_t="$ready_t" r.stored_span_s="$span" r.first_batch_rows="$first_batch" \
-      r.batch_seconds_sum="$(metric consumer_batch_duration_seconds_sum)" r.batches="$(metric consumer_batch_duration_seconds_count)" \
-      r.batch_rows="$(metric consumer_batch_size_sum)" r.hwm_kb="$(hwm_kb "$STARTED")" "${CPU[@]}"
+    record measure=P4 side=ours rep="$rep" r.rows="$P4_EVENTS" r.stored_span_s="$span" r.first_batch_rows="$first_batch" "${CPU[@]}"
     record measure=rss r.consumer_hwm_kb="$(hwm_kb "$STARTED")"
     kill "$STARTED"; wait "$STARTED" 2>/dev/null || true
     # The broker's fetch ceiling: a bare consumer reading the same backlog, storing nothing.
-    cpu_start broker="$BROKER_PID"; r=$(bare_kafka consume --topic bench-backlog --events "$P4_EVENTS"); cpu_stop
-    record measure=P4 side=ceiling rep="$rep" r="$r" "${CPU[@]}"
+    side P4 ceiling broker="$BROKER_PID" -- bare_kafka consume --topic bench-backlog --events "$P4_EVENTS"
     [ "$rep" = 1 ] && "${PSQL[@]}" -c "\\copy (SELECT $cols FROM log_events) TO '$RUN/rows.csv' WITH (FORMAT csv)"
     "${PSQL[@]}" -c "TRUNCATE log_events" >/dev/null
     e0=$(now); cpu_start postgres=pg
@@ -334,29 +257,21 @@ measure_p1_to_p4() {
   IFS='|' read -r n heap idx <<<"$("${PSQL[@]}" -c "SELECT (SELECT count(*) FROM log_events), sum(pg_table_size(relid)), sum(pg_indexes_size(relid)) FROM pg_partition_tree('log_events') WHERE isleaf")"
   record measure=storage rows="$n" heap_bytes="$heap" index_bytes="$idx"
 }
-# "sum count" of a gateway's kafka_produce_duration_seconds (enqueue → delivery report).
-produce_sum_count() {
-  curl -fsS "http://127.0.0.1:$1/metrics" 2>/dev/null |
-    awk '/^kafka_produce_duration_seconds_sum/{s=$2} /^kafka_produce_duration_seconds_count/{c=$2} END{print s+0, c+0}'
-}
 
 # ---------------------------------------------------------------- P5 + P6
-# The whole pipeline, single events (90 % info, 10 % error). A limiter-free gateway with no
+# The whole pipeline, single events (1 in 10 an error). A limiter-free gateway with no
 # traffic of its own is the lag probe (LAG_INTERVAL_MS=500); the limited gateways have their
 # real flow control (RATE_MAX=cap, RATE_MIN=cap/10, lag every 5 s).
 start_p5_pipeline() {
   [ "$MODE" = p5 ] || "${PSQL[@]}" -c "TRUNCATE log_events" >/dev/null   # p5 mode: a fresh database
-  P5_GROUP="bench-p5-$DB"; CONS_PORT=$(free_port)
+  P5_GROUP="bench-p5-$DB" CONS_PORT=$(free_port) PROBE_PORT=$(free_port)
   start_consumer consumer-p5 bench-p5 "$P5_GROUP"; P5_CONS_PID=$STARTED
-  PROBE_PORT=$(free_port)
-  start_gateway gateway-open "$PROBE_PORT" KAFKA_TOPIC=bench-p5 KAFKA_GROUP_ID="$P5_GROUP" LAG_INTERVAL_MS=500
-  PROBE_PID=$STARTED
+  start_gateway gateway-open "$PROBE_PORT" KAFKA_TOPIC=bench-p5 KAFKA_GROUP_ID="$P5_GROUP" LAG_INTERVAL_MS=500; PROBE_PID=$STARTED
 }
 start_limited() { # name cap extra-env... → STARTED, LIM_PORT
-  local name=$1 cap=$2; shift 2
   LIM_PORT=$(free_port)
-  start_gateway "gateway-limited-$name" "$LIM_PORT" KAFKA_TOPIC=bench-p5 KAFKA_GROUP_ID="$P5_GROUP" \
-    RATE_MAX="$cap" RATE_MIN="$((cap / 10))" SHED_BELOW=WARN LAG_INTERVAL_MS=5000 "$@"
+  start_gateway "gateway-limited-$1" "$LIM_PORT" KAFKA_TOPIC=bench-p5 KAFKA_GROUP_ID="$P5_GROUP" \
+    RATE_MAX="$2" RATE_MIN="$(($2 / 10))" SHED_BELOW=WARN LAG_INTERVAL_MS=5000 "${@:3}"
 }
 lag_now() { health_field "$PROBE_PORT" consumerLag; }
 lag_below() { local l; l=$(lag_now); [ "$l" -ge 0 ] && [ "$l" -lt "$1" ]; }
@@ -364,28 +279,24 @@ lag_below() { local l; l=$(lag_now); [ "$l" -ge 0 ] && [ "$l" -lt "$1" ]; }
 catch_up() { timed_wait 120 0.25 lag_below 1000 >/dev/null || die "consumer did not catch up"; sleep "$P5_SETTLE"; }
 p5_load() { # port rate concurrency seconds [loadgen args]
   local port=$1 rate=$2 conc=$3 secs=$4; shift 4
-  loadgen --url "http://127.0.0.1:$port/api/logs" "${SINGLE_BODIES[@]}" --rate "$rate" --concurrency "$conc" --duration "$secs" "$@"
+  loadgen --url "http://127.0.0.1:$port/api/logs" --error-every 10 --rate "$rate" --concurrency "$conc" --duration "$secs" "$@"
 }
-# p5_rep NAME PORT PID CAP REP [full] [bound]: one repetition for one limited gateway: 50 % of
-# CAP; with "full" 100 % through the limiter-free probe (the latency at that rate with no
-# overload); with "bound" 3x with 2 requests in 3 answered by bare axum (the machine's share
-# of an overload: every refusal at the cheapest HTTP answer, no limiter burst); then 3x.
+# p5_rep NAME PORT PID CAP REP [bound]: one repetition for one limited gateway: 50 % of CAP;
+# with "bound" 3x with 2 requests in 3 answered by bare axum (the machine's share of an
+# overload: every refusal at the cheapest HTTP answer, no limiter burst); then 3x.
 p5_rep() {
-  local name=$1 port=$2 pid=$3 cap=$4 rep=$5 full=${6:-} bound=${7:-} r lag_stop rec
+  local name=$1 port=$2 pid=$3 cap=$4 rep=$5 bound=${6:-} r lag_stop rec
   local tag=(measure=P5 config="$name" rep="$rep" S="$cap" peak="${S:-$cap}")
   catch_up
   say "P5 [$name, cap $cap] repetition $rep: 50 % ($((cap / 2))/s, ${P5_HALF}s)"
   record "${tag[@]}" side=half r="$(p5_load "$port" $((cap / 2)) 256 "$P5_HALF")"
-  if [ -n "$full" ]; then
-    catch_up; say "P5 [$name] repetition $rep: 100 % without limiter ($cap/s, ${P5_HALF}s)"
-    record "${tag[@]}" side=full r="$(p5_load "$PROBE_PORT" "$cap" 1024 "$P5_HALF")"
-  fi
   if [ -n "$bound" ]; then
     catch_up; say "P5 [$name] repetition $rep: bound, $((cap * 3))/s, 2 in 3 to bare axum (${P5_OVER}s)"
-    cpu_start; r=$(p5_load "$PROBE_PORT" $((cap * 3)) 1024 "$P5_OVER" --side-url "http://127.0.0.1:$BARE_PORT/api/logs"); cpu_stop
+    cpu_start; r=$(p5_load "$PROBE_PORT" $((cap * 3)) 1024 "$P5_OVER" --side-url "$BARE"); cpu_stop
     record "${tag[@]}" side=bound r="$r" "${CPU[@]}"
   fi
   catch_up; say "P5 [$name] repetition $rep: 3x overload ($((cap * 3))/s, ${P5_OVER}s)"
+  [ "$name$rep" != headroom1 ] || profile P5 "$pid" "$P5_OVER"
   cpu_start gateway="$pid" broker="$BROKER_PID" consumer="$P5_CONS_PID"
   r=$(p5_load "$port" $((cap * 3)) 1024 "$P5_OVER"); cpu_stop
   lag_stop=$(lag_now)
@@ -418,15 +329,14 @@ print(int(d["accepted"] >= 0.99 * s * d["nominal_seconds"] and d["accepted_per_s
   say "P5: sustainable rate S = $S events/s"
   start_bare_axum bare-axum-p5; bare_pid=$STARTED
   # "headroom": capacity = half the peak, so that 3x of it (1.5x the peak) can be offered from
-  # this machine; "peak": capacity = the peak (3x of it is more than a generator on these two
-  # cores can offer; the report shows the multiple reached). --quick runs the peak at 50 % and 3x only.
+  # this machine; "peak": capacity = the peak (the report shows the multiple reached).
+  # --quick runs the peak at 50 % and 3x only.
   for cfg in headroom peak; do
     # shellcheck disable=SC2017 # rounding down to a multiple of 100 on purpose
     if [ "$cfg" = headroom ]; then cap=$((S / 200 * 100)); else cap=$S; fi
     start_limited "$cfg" "$cap"
     for rep in $(seq 1 "$P5_REPS"); do
-      if [ "$cfg" = peak ] && [ "$QUICK" = 1 ]; then p5_rep "$cfg" "$LIM_PORT" "$STARTED" "$cap" "$rep"
-      else p5_rep "$cfg" "$LIM_PORT" "$STARTED" "$cap" "$rep" full bound; fi
+      p5_rep "$cfg" "$LIM_PORT" "$STARTED" "$cap" "$rep" "$([ "$cfg$QUICK" = peak1 ] || echo bound)"
     done
     [ "$cfg" = peak ] || kill "$STARTED" 2>/dev/null || true
   done
@@ -435,22 +345,19 @@ print(int(d["accepted"] >= 0.99 * s * d["nominal_seconds"] and d["accepted_per_s
 
   say "P6: gateway RSS under 10x overload ($((S * 10)) events/s as 100-event batches, ${P6_OVER}s)"
   catch_up
-  sample_rss "$lim_pid" 0.25 "$RUN/rss-gateway.tsv"
-  g0=$(now)
-  r=$(loadgen --url "http://127.0.0.1:$LIM_PORT/api/logs/batch" --batch 100 --body "$RUN/batch100-mixed.ndjson" \
+  sample_rss "$lim_pid" 0.25 "$RUN/rss-gateway.tsv"; g0=$(now)
+  r=$(loadgen --url "http://127.0.0.1:$LIM_PORT/api/logs/batch" --batch 100 --error-every 10 \
       --rate "$(awk -v s="$S" 'BEGIN{print s / 10}')" --concurrency 256 --duration "$P6_OVER")
   kill "$SAMPLER" 2>/dev/null || true
   record measure=P6 side=gateway S="$S" t0="$g0" t1="$(now)" hwm_kb="$(hwm_kb "$lim_pid")" rss_log="$RUN/rss-gateway.tsv" r="$r"
   kill "$lim_pid" "$PROBE_PID" "$P5_CONS_PID" 2>/dev/null || true
   wait "$P5_CONS_PID" 2>/dev/null || true
 
-  say "P6: producing a backlog of $P6_EVENTS events into bench-p6"
+  say "P6: consumer draining a backlog of $P6_EVENTS events, RSS sampled every 0.5 s"
   bare_kafka produce --topic bench-p6 --events "$P6_EVENTS" >"$RUN/backlog-p6.json"
   "${PSQL[@]}" -c "TRUNCATE log_events" >/dev/null
-  say "P6: consumer draining $P6_EVENTS events, RSS sampled every 0.5 s"
   start_consumer consumer-p6 bench-p6 "bench-p6-$DB"
-  sample_rss "$STARTED" 0.5 "$RUN/rss-consumer.tsv"
-  g0=$(now)
+  sample_rss "$STARTED" 0.5 "$RUN/rss-consumer.tsv"; g0=$(now)
   wait_rows "$P6_EVENTS" P6
   kill "$SAMPLER" 2>/dev/null || true
   record measure=P6 side=consumer events="$P6_EVENTS" t0="$g0" t1="$(now)" hwm_kb="$(hwm_kb "$STARTED")" rss_log="$RUN/rss-consumer.tsv"
@@ -461,13 +368,13 @@ print(int(d["accepted"] >= 0.99 * s * d["nominal_seconds"] and d["accepted_per_s
 # A partition leader killed (SIGKILL) on a three-node cluster (replication 3,
 # min.insync.replicas 2) while a gateway takes half of what it can take there; report.py
 # counts the seconds from the kill until accepted/s (by answer time) is back to >= 90 % of the
-# offered rate for good. Fresh events (one key each), so every partition carries load.
+# offered rate for good. Fresh events (1 024 keys), so every partition carries load.
 start_p7_cluster() {
   start_bench_broker "$RUN/kafka3" "$RUN/kafka3-start.log" 3 >"$RUN/kafka3.brokers"
   scripts/kafka.sh create-topic bench-p7 --partitions 3 --data "$RUN/kafka3" 2>>"$RUN/kafka3-start.log"
 }
 measure_p7() {
-  local data=$RUN/kafka3 brokers3 port pid url r rate leader t_kill lg rep
+  local data=$RUN/kafka3 port pid url r rate leader t_kill lg rep
   if [ -n "${P7_STARTING:-}" ]; then
     say "P7: waiting for the three-node Apache Kafka cluster started in the background"
     wait "$P7_STARTING" || die "P7: the three-node cluster did not start (log: $RUN/kafka3-start.log)"
@@ -475,12 +382,11 @@ measure_p7() {
     say "P7: starting a three-node Apache Kafka cluster (data in $data)"
     start_p7_cluster
   fi
-  brokers3=$(cat "$RUN/kafka3.brokers")
   port=$(free_port)
-  start_gateway gateway-p7 "$port" KAFKA_BROKERS="$brokers3" KAFKA_TOPIC=bench-p7; pid=$STARTED
+  start_gateway gateway-p7 "$port" KAFKA_BROKERS="$(cat "$RUN/kafka3.brokers")" KAFKA_TOPIC=bench-p7; pid=$STARTED
   url=http://127.0.0.1:$port/api/logs
-  loadgen --url "$url" --duration "$WARM" >/dev/null
-  r=$(loadgen --url "$url" --duration "$DUR" --concurrency "$CONNS")
+  loadgen --url "$url" --fresh --duration "$WARM" >/dev/null
+  r=$(loadgen --url "$url" --fresh --duration "$DUR")
   rate=$(awk -v c="$(jfield accepted_per_sec <<<"$r")" 'BEGIN{printf "%d", c / 2}')
   record measure=P7 side=capacity r="$r"
   for rep in $(seq 1 "$P7_REPS"); do
@@ -488,8 +394,7 @@ measure_p7() {
     leader=$(scripts/kafka.sh describe bench-p7 --data "$data" | awk '$1 == 0 { sub("leader=", "", $2); print $2 }')
     [[ "$leader" =~ ^[1-3]$ ]] || die "P7: no leader for partition 0 of bench-p7 (got '$leader')"
     say "P7 repetition $rep/$P7_REPS: $rate events/s (half of closed loop), node $leader killed after ${P7_KILL_AT}s of ${P7_DUR}s"
-    loadgen --url "$url" --rate "$rate" --concurrency 1024 --duration "$P7_DUR" >"$RUN/p7-$rep.json" &
-    lg=$!
+    loadgen --url "$url" --fresh --rate "$rate" --concurrency 1024 --duration "$P7_DUR" >"$RUN/p7-$rep.json" & lg=$!
     sleep "$P7_KILL_AT"
     t_kill=$(now)
     scripts/kafka.sh kill-node "$leader" --data "$data" 2>>"$RUN/kafka3-start.log"
@@ -506,31 +411,18 @@ measure_p7() {
 # For decisions a single limited gateway cannot make: on this shared host, configurations
 # measured minutes apart differ by more than most changes do, so their repetitions interleave.
 p5_side_by_side() {
-  local names=() ports=() pids=() c name extra rep k i n suffix
+  local names=() ports=() pids=() c extra rep k i n
   start_p5_pipeline
   for c in "${CONFIGS[@]}"; do
-    name=${c%%=*}
     IFS=, read -r -a extra <<<"${c#*=}"
-    start_limited "$name" "$CAP" "${extra[@]}"
-    names+=("$name") ports+=("$LIM_PORT") pids+=("$STARTED")
+    start_limited "${c%%=*}" "$CAP" "${extra[@]}"
+    names+=("${c%%=*}") ports+=("$LIM_PORT") pids+=("$STARTED")
   done
   n=${#names[@]}
-  broker_gb() { du -cb "$KAFKA_DATA"/node-*/data 2>/dev/null | awk 'END{printf "%.2f", $1/1e9}'; }
-  for suffix in "" "@${PREFILL}gb"; do
-    if [ -n "$suffix" ]; then
-      [ "$PREFILL" != 0 ] || break
-      scripts/kafka.sh create-topic filler --partitions 3 --data "$KAFKA_DATA" 2>>"$RUN/kafka-start.log"
-      while awk -v a="$(broker_gb)" -v b="$PREFILL" 'BEGIN{exit !(a < b)}'; do
-        say "prefill: broker at $(broker_gb) GB of $PREFILL; producing 2 000 000 more records"
-        bare_kafka produce --topic filler --events 2000000 >>"$RUN/prefill.log"
-      done
-    fi
-    for rep in $(seq 1 "$P5_REPS"); do
-      for k in $(seq 0 $((n - 1))); do
-        i=$(((k + rep - 1) % n))
-        say "broker at $(broker_gb) GB"
-        p5_rep "${names[$i]}$suffix" "${ports[$i]}" "${pids[$i]}" "$CAP" "$rep"
-      done
+  for rep in $(seq 1 "$P5_REPS"); do
+    for k in $(seq 0 $((n - 1))); do
+      i=$(((k + rep - 1) % n))
+      p5_rep "${names[$i]}" "${ports[$i]}" "${pids[$i]}" "$CAP" "$rep"
     done
   done
   python3 bench/report.py --side-by-side "$RAW"
@@ -544,5 +436,9 @@ fi
 measure_p1_to_p4
 measure_p5_p6
 measure_p7
+for p in "${PROFS[@]}"; do wait "$p" || true; done
+for d in "$RUN"/prof-*.data; do   # none without perf
+  [ ! -e "$d" ] || perf report -i "$d" --no-children --sort comm,dso,sym --stdio -g none --percent-limit 0 >"${d%.data}.txt" 2>/dev/null || true
+done
 python3 bench/report.py "$RAW"
 REPORTED=1

@@ -4,7 +4,8 @@
 //! * `produce --events N`: pre-serialized records as fast as the queue takes them, counting
 //!   delivery reports: the broker's produce ceiling (P2's baseline).
 //! * `produce --in-flight C --duration S`: exactly C records awaiting their report, the next
-//!   sent as each arrives, like C HTTP clients waiting for a 202: P1/P3's bound.
+//!   sent as each arrives, like C HTTP clients waiting for a 202: P1/P3's bound. One key, as
+//!   loadgen's single events have (one partition).
 //! * `consume --events N`: reads N records from the beginning, storing nothing: the broker's
 //!   fetch ceiling (P4).
 
@@ -27,6 +28,9 @@ struct Args {
     brokers: String,
     #[arg(long, global = true, default_value = "bench-events")]
     topic: String,
+    /// Records to send (bulk) or read.
+    #[arg(long, global = true, default_value_t = 100_000)]
+    events: u64,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -34,34 +38,22 @@ struct Args {
 #[derive(Subcommand)]
 enum Cmd {
     Produce {
-        /// Records to send (bulk), or to cycle through (closed loop).
-        #[arg(long, default_value_t = 100_000)]
-        events: u64,
-        #[arg(long, requires = "duration")]
+        #[arg(long)]
         in_flight: Option<u64>,
-        #[arg(long, requires = "in_flight")]
-        duration: Option<f64>,
-        /// One key for every record (P1's body has one correlationId, so one partition);
-        /// default: bench-{i % 1024}.
-        #[arg(long)]
-        key: Option<String>,
+        #[arg(long, default_value_t = 10.0)]
+        duration: f64,
     },
-    Consume {
-        #[arg(long)]
-        events: u64,
-    },
+    Consume,
 }
 
 fn main() -> Result<(), Error> {
     let args = Args::parse();
     let report = match args.cmd {
         Cmd::Produce {
-            events,
             in_flight,
             duration,
-            key,
-        } => produce(&args.brokers, &args.topic, events, in_flight, duration, key)?,
-        Cmd::Consume { events } => consume(&args.brokers, &args.topic, events)?,
+        } => produce(&args, in_flight, duration)?,
+        Cmd::Consume => consume(&args)?,
     };
     println!("{report}");
     Ok(())
@@ -79,11 +71,12 @@ impl ClientContext for Ctx {}
 impl ProducerContext for Ctx {
     type DeliveryOpaque = usize;
     fn delivery(&self, result: &DeliveryResult<'_>, sent_ns: usize) {
-        if result.is_err() {
-            self.failed.fetch_add(1, Ordering::Relaxed);
-            return;
-        }
-        self.ok.fetch_add(1, Ordering::Relaxed);
+        let counter = if result.is_ok() {
+            &self.ok
+        } else {
+            &self.failed
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
         let waited_us = (self.origin.elapsed().as_nanos() as usize - sent_ns) / 1_000;
         let mut latencies = self.latencies_us.lock().expect("not poisoned");
         latencies.push(u32::try_from(waited_us).unwrap_or(u32::MAX));
@@ -95,35 +88,30 @@ impl Ctx {
     }
 }
 
-/// A record shaped like the gateway's for the bench body (field order aside).
-fn record(i: u64, now_ms: i64, key: Option<&str>) -> (String, Vec<u8>) {
-    let correlation_id = format!("bench-{}", i % 1024);
-    let value = serde_json::json!({
-        "eventId": uuid::Uuid::now_v7().hyphenated().to_string(), "correlationId": correlation_id,
-        "severity": "INFO", "source": "bench-service", "timestamp": now_ms, "receivedAt": now_ms,
-        "message": "user logged in from a benchmark client with a moderately long message",
-        "attributes": {"region": "eu-west-1", "userId": i % 10_000},
-    });
-    (
-        key.map_or(correlation_id, str::to_owned),
-        value.to_string().into_bytes(),
-    )
-}
-
-fn produce(
-    brokers: &str,
-    topic: &str,
-    events: u64,
-    in_flight: Option<u64>,
-    duration: Option<f64>,
-    key: Option<String>,
-) -> Result<serde_json::Value, Error> {
+fn produce(args: &Args, in_flight: Option<u64>, duration: f64) -> Result<serde_json::Value, Error> {
     let now_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)?
         .as_millis() as i64;
-    // Pre-serialized, so the timed loop is only the producer.
-    let records: Vec<_> = (0..events.max(1))
-        .map(|i| record(i, now_ms, key.as_deref()))
+    // Pre-serialized records shaped like the gateway's, so the timed loop is only the producer.
+    // Bulk: each record once (the consumer stores every eventId once); closed loop: cycled.
+    let n = if in_flight.is_some() {
+        20_000
+    } else {
+        args.events.max(1)
+    };
+    let records: Vec<_> = (0..n)
+        .map(|i| {
+            let correlation_id =
+                format!("bench-{}", if in_flight.is_some() { 7 } else { i % 1024 });
+            let value = serde_json::json!({
+                "eventId": uuid::Uuid::now_v7().hyphenated().to_string(),
+                "correlationId": correlation_id, "severity": "INFO", "source": "bench-service",
+                "message": "user logged in from a benchmark client with a moderately long message",
+                "timestamp": now_ms, "receivedAt": now_ms,
+                "attributes": {"region": "eu-west-1", "userId": i % 10_000},
+            });
+            (correlation_id, value.to_string().into_bytes())
+        })
         .collect();
     let ctx = Ctx {
         ok: AtomicU64::new(0),
@@ -132,27 +120,27 @@ fn produce(
         origin: Instant::now(),
     };
     let producer: BaseProducer<Ctx> =
-        service_runtime::kafka_settings::producer(brokers, "bench-bare-producer")
+        service_runtime::kafka_settings::producer(&args.brokers, "bench-bare-producer")
             .create_with_context(ctx)?;
     // Metadata first, so connection set-up is not timed (the gateway is ready before load).
+    let metadata_timeout = Duration::from_secs(30);
     producer
         .client()
-        .fetch_metadata(Some(topic), Duration::from_secs(30))?;
-    let limit = in_flight.map_or(u64::MAX, |c| c.max(1));
-    let total = if duration.is_some() {
-        u64::MAX
-    } else {
-        records.len() as u64
+        .fetch_metadata(Some(&args.topic), metadata_timeout)?;
+    let (limit, total) = match in_flight {
+        Some(c) => (c.max(1), u64::MAX),
+        None => (u64::MAX, args.events),
     };
     let start = Instant::now();
-    let end = duration.map(|s| start + Duration::from_secs_f64(s));
+    let window = if in_flight.is_some() { duration } else { 1e6 }; // bulk: no window
+    let end = start + Duration::from_secs_f64(window);
     let ctx = producer.context();
     let mut sent = 0u64;
-    while sent < total && end.map_or(true, |end| Instant::now() < end) {
+    while sent < total && Instant::now() < end {
         while sent < total && sent - ctx.done() < limit {
             let (key, value) = &records[(sent % records.len() as u64) as usize];
             let opaque = ctx.origin.elapsed().as_nanos() as usize;
-            let mut rec = BaseRecord::with_opaque_to(topic, opaque)
+            let mut rec = BaseRecord::with_opaque_to(&args.topic, opaque)
                 .key(key.as_str())
                 .payload(value.as_slice());
             loop {
@@ -170,14 +158,14 @@ fn produce(
         }
         producer.poll(Duration::from_millis(1));
     }
-    if end.is_none() {
+    // Bulk: every report counts. Closed loop: the last records finish outside the window, so
+    // the next measurement does not share the broker with them.
+    if in_flight.is_none() {
         wait_for_reports(&producer, sent, Duration::from_secs(300));
     }
     let seconds = start.elapsed().as_secs_f64();
     let ok = ctx.ok.load(Ordering::Relaxed);
     let mut latencies = std::mem::take(&mut *ctx.latencies_us.lock().expect("not poisoned"));
-    // A closed loop's last records finish outside the window, so the next measurement does
-    // not share the broker with them; a failed or missing report fails the run.
     wait_for_reports(&producer, sent, Duration::from_secs(60));
     let (failed, missing) = (ctx.failed.load(Ordering::Relaxed), sent - ctx.done());
     if failed > 0 || missing > 0 {
@@ -199,7 +187,9 @@ fn wait_for_reports(producer: &BaseProducer<Ctx>, sent: u64, limit: Duration) {
 }
 
 /// All partitions assigned by hand, no group, no commits; the log-consumer's fetch defaults.
-fn consume(brokers: &str, topic: &str, events: u64) -> Result<serde_json::Value, Error> {
+/// The rate counts from the first record (not the connection set-up).
+fn consume(args: &Args) -> Result<serde_json::Value, Error> {
+    let (brokers, topic) = (args.brokers.as_str(), args.topic.as_str());
     let consumer: BaseConsumer = service_runtime::kafka_settings::consumer(
         brokers,
         "bench-bare-consumer",
@@ -211,54 +201,28 @@ fn consume(brokers: &str, topic: &str, events: u64) -> Result<serde_json::Value,
     let metadata = consumer
         .client()
         .fetch_metadata(Some(topic), Duration::from_secs(30))?;
-    let partitions = metadata
-        .topics()
-        .iter()
-        .find(|t| t.name() == topic)
-        .ok_or("topic not in metadata")?
-        .partitions();
     let mut tpl = TopicPartitionList::new();
-    for p in partitions {
-        tpl.add_partition_offset(topic, p.id(), Offset::Beginning)?;
+    for t in metadata.topics().iter().filter(|t| t.name() == topic) {
+        for p in t.partitions() {
+            tpl.add_partition_offset(topic, p.id(), Offset::Beginning)?;
+        }
+    }
+    if tpl.count() == 0 {
+        return Err(format!("topic {topic} not in metadata").into());
     }
     consumer.assign(&tpl)?;
     let start = Instant::now();
-    let (mut n, mut bytes, mut first) = (0u64, 0u64, None);
-    while n < events {
+    let (mut n, mut first) = (0u64, None);
+    while n < args.events {
         if start.elapsed() > Duration::from_secs(600) {
-            return Err(format!("read only {n}/{events} records in time").into());
+            return Err(format!("read only {n}/{} records in time", args.events).into());
         }
         if let Some(m) = consumer.poll(Duration::from_millis(100)) {
-            bytes += m?.payload_len() as u64;
+            m?;
             first.get_or_insert_with(Instant::now);
             n += 1;
         }
     }
-    let seconds = start.elapsed().as_secs_f64();
-    let since_first = first.map_or(seconds, |f| f.elapsed().as_secs_f64());
-    Ok(serde_json::json!({
-        "events": n, "bytes": bytes, "seconds": seconds, "seconds_since_first": since_first,
-        "events_per_sec": n as f64 / since_first,
-    }))
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn record_is_json_with_the_gateway_record_fields() {
-        let (key, value) = super::record(3, 1_763_800_000_000, None);
-        assert_eq!(key, "bench-3");
-        let v: serde_json::Value = serde_json::from_slice(&value).unwrap();
-        for k in [
-            "eventId",
-            "correlationId",
-            "severity",
-            "message",
-            "source",
-            "receivedAt",
-        ] {
-            assert!(v.get(k).is_some(), "{k}");
-        }
-        assert_eq!(super::record(3, 0, Some("k")).0, "k");
-    }
+    let seconds = first.map_or(start, |f| f).elapsed().as_secs_f64();
+    Ok(serde_json::json!({ "events": n, "seconds": seconds, "events_per_sec": n as f64 / seconds }))
 }

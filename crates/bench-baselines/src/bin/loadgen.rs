@@ -3,20 +3,19 @@
 //! Every worker opens its keep-alive connection before the clock starts. Request `i` is
 //! scheduled at `start + i / rate`; `--concurrency` workers send them and every latency counts
 //! from the scheduled time, so queueing delay shows (no coordinated omission). `--rate 0` is
-//! closed loop (each worker sends back to back): P1–P3. Bodies: the `--body` files in turn
-//! (`.ndjson` ones as application/x-ndjson), or fresh events with unique ids, appended to
-//! `--ids` when accepted so that a test can find each in the database.
+//! closed loop (each worker sends back to back): P1–P3. Bodies are the bench's events, built
+//! once; `--fresh` ones get a unique eventId each, appended to `--ids` when accepted, so that a
+//! test can find each in the database.
 //!
 //! Prints one JSON line: counts per status, accepted requests and events per second, latency
 //! percentiles of the accepted answers (also from the actual send), 429s without a
 //! `Retry-After` of at least 1 s, requests that started > 10 ms late (the generator fell
-//! behind), and per-second timelines of the accepted answers.
+//! behind), and accepted answers per second of answer time.
 
 use bench_baselines::percentiles;
 use bytes::Bytes;
 use clap::Parser;
 use http_body_util::{BodyExt, Full};
-use hyper::http::uri::Authority;
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -35,14 +34,18 @@ struct Args {
     /// Send 2 requests in 3 here instead (P5's bound run: the overload's excess on bare axum).
     #[arg(long)]
     side_url: Option<String>,
-    #[arg(long)]
-    body: Vec<std::path::PathBuf>,
-    /// Events per request (fresh bodies: an array when > 1).
+    /// Events per request (an NDJSON body when > 1).
     #[arg(long, default_value_t = 1)]
     batch: usize,
-    /// Severity of the fresh events.
-    #[arg(long, default_value = "INFO")]
+    /// Every Nth event is an error (0: none); 10 is a log stream's usual share.
+    #[arg(long, default_value_t = 0)]
+    error_every: usize,
+    #[arg(long, default_value = "info")]
     severity: String,
+    /// A unique eventId per event, correlationIds over 1024 keys (every partition carries load).
+    #[arg(long)]
+    fresh: bool,
+    /// Implies --fresh.
     #[arg(long)]
     ids: Option<std::path::PathBuf>,
     /// Requests per second; 0 = closed loop.
@@ -54,27 +57,51 @@ struct Args {
     concurrency: usize,
 }
 
-struct Target {
-    authority: Authority,
-    path: String,
-    content_type: &'static str,
+impl Args {
+    fn fresh(&self) -> bool {
+        self.fresh || self.ids.is_some()
+    }
+
+    /// Request `k`'s body: events `k * batch ..` and their ids when fresh.
+    fn body(&self, k: usize, now_ms: i64) -> (Bytes, Vec<uuid::Uuid>) {
+        let mut ids = Vec::new();
+        let mut lines = Vec::new();
+        for i in k * self.batch..(k + 1) * self.batch {
+            let error = self.error_every > 0 && i % self.error_every == self.error_every - 1;
+            // Single events: one correlationId (one partition), as one client's session.
+            let n = if self.batch == 1 && !self.fresh() {
+                7 + usize::from(error)
+            } else {
+                i % 1024
+            };
+            let mut ev = serde_json::json!({
+                "correlationId": format!("bench-{n}"), "source": "bench-service",
+                "severity": if error { "error" } else { self.severity.as_str() },
+                "message": "user logged in from a benchmark client with a moderately long message",
+                "timestamp": now_ms, "attributes": {"userId": n % 10_000, "region": "eu-west-1"},
+            });
+            if self.fresh() {
+                ids.push(uuid::Uuid::new_v4());
+                ev["eventId"] = serde_json::json!(ids[ids.len() - 1]);
+            }
+            lines.push(ev.to_string());
+        }
+        (lines.join("\n").into(), ids)
+    }
 }
 
-impl Target {
-    fn parse(url: &str, content_type: &'static str) -> Result<Arc<Target>, Error> {
-        let uri: hyper::Uri = url.parse()?;
-        let authority = uri.authority().ok_or("the URL has no host:port")?.clone();
-        let host = authority.host().trim_matches(['[', ']']);
-        if host != "localhost" && !host.parse::<std::net::IpAddr>()?.is_loopback() {
-            return Err(format!("refusing non-loopback URL {url}").into());
-        }
-        let path = uri.path_and_query().map_or("/", |p| p.as_str()).to_owned();
-        Ok(Arc::new(Target {
-            authority,
-            path,
-            content_type,
-        }))
+/// A loopback URL with a host:port.
+fn target(url: &str) -> Result<Arc<hyper::Uri>, Error> {
+    let uri: hyper::Uri = url.parse()?;
+    let host = uri
+        .host()
+        .ok_or("the URL has no host")?
+        .trim_matches(['[', ']']);
+    if host != "localhost" && !host.parse::<std::net::IpAddr>()?.is_loopback() {
+        return Err(format!("refusing non-loopback URL {url}").into());
     }
+    uri.port().ok_or("the URL has no port")?;
+    Ok(Arc::new(uri))
 }
 
 /// One scheduled request: `None` status when it failed (timeout, connection).
@@ -92,42 +119,28 @@ struct Outcome {
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     let args = Arc::new(Args::parse());
-    let files = args
-        .body
-        .iter()
-        .map(std::fs::read)
-        .collect::<Result<Vec<_>, _>>()?;
-    let files: Arc<Vec<Bytes>> = Arc::new(files.into_iter().map(Bytes::from).collect());
-    let ndjson = args
-        .body
-        .iter()
-        .any(|p| p.extension().is_some_and(|e| e == "ndjson"));
-    let content_type = if ndjson {
+    let content_type = if args.batch > 1 {
         "application/x-ndjson"
     } else {
         "application/json"
     };
-    let main_target = Target::parse(&args.url, content_type)?;
-    let side_target = match &args.side_url {
-        Some(url) => Some(Target::parse(url, content_type)?),
-        None => None,
+    let reused = if args.batch == 1 {
+        args.error_every.max(1)
+    } else {
+        1
     };
-    // Connect before the clock starts: a thousand connects at once can overflow the listen
-    // backlog, and a dropped SYN costs a 1 s retransmit.
-    let mut connecting = Vec::new();
-    for _ in 0..args.concurrency {
-        let (main_target, side_target) = (main_target.clone(), side_target.clone());
-        connecting.push(tokio::spawn(async move {
-            let side = match side_target {
-                Some(t) => connect(&t.authority).await,
-                None => None,
-            };
-            (connect(&main_target.authority).await, side)
-        }));
-    }
+    let bodies: Arc<Vec<Bytes>> = Arc::new((0..reused).map(|k| args.body(k, now_ms()).0).collect());
+    let main_target = target(&args.url)?;
+    let side_target = args.side_url.as_deref().map(target).transpose()?;
+    // Connect before the clock starts, one at a time: a thousand connects at once can overflow
+    // the listen backlog, and a dropped SYN costs a 1 s retransmit.
     let mut conns = Vec::new();
-    for c in connecting {
-        conns.push(c.await?);
+    for _ in 0..args.concurrency {
+        let side = match &side_target {
+            Some(t) => connect(t).await,
+            None => None,
+        };
+        conns.push((connect(&main_target).await, side));
     }
     let start = Instant::now();
     let start_unix_ms = now_ms();
@@ -136,12 +149,12 @@ async fn main() -> Result<(), Error> {
     let next = Arc::new(AtomicU64::new(0));
     let mut workers = Vec::new();
     for (mut conn, mut side_conn) in conns {
-        let (args, next, files) = (args.clone(), next.clone(), files.clone());
+        let (args, next, bodies) = (args.clone(), next.clone(), bodies.clone());
         let (main_target, side_target) = (main_target.clone(), side_target.clone());
         workers.push(tokio::spawn(async move {
             let mut out = Vec::new();
             loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
+                let i = next.fetch_add(1, Ordering::Relaxed) as usize;
                 // Closed loop: no timer at all, so its cost does not count against P1–P3.
                 let scheduled =
                     interval.map_or_else(Instant::now, |iv| start + iv.mul_f64(i as f64));
@@ -153,17 +166,16 @@ async fn main() -> Result<(), Error> {
                     tokio::time::sleep_until(scheduled).await;
                     late = scheduled.elapsed() > Duration::from_millis(10);
                 }
-                let (body, ids) = if files.is_empty() {
-                    fresh_events(args.batch, &args.severity, now_ms())
-                } else {
-                    (files[i as usize % files.len()].clone(), Vec::new())
+                let (body, ids) = match args.fresh() {
+                    true => args.body(i, now_ms()),
+                    false => (bodies[i % bodies.len()].clone(), Vec::new()),
                 };
                 let (target, conn, side) = match &side_target {
                     Some(t) if i % 3 != 0 => (t, &mut side_conn, true),
                     _ => (&main_target, &mut conn, false),
                 };
                 let sent_at = Instant::now();
-                let answer = send(conn, target, body).await;
+                let answer = send(conn, target, content_type, body).await;
                 out.push(Outcome {
                     scheduled_ms: micros(scheduled - start) / 1000,
                     latency_us: micros(scheduled.elapsed()),
@@ -177,10 +189,9 @@ async fn main() -> Result<(), Error> {
             }
         }));
     }
-    let (mut by_status, mut side_by_status) = (BTreeMap::new(), BTreeMap::new());
+    let mut by_status = BTreeMap::new();
     let (mut errors, mut missing_retry_after, mut late) = (0u64, 0u64, 0u64);
-    let mut accepted = Vec::new();
-    let mut accepted_ids = Vec::new();
+    let (mut accepted, mut accepted_ids) = (Vec::new(), Vec::new());
     for w in workers {
         for o in w.await? {
             late += u64::from(o.late);
@@ -189,7 +200,6 @@ async fn main() -> Result<(), Error> {
                 continue;
             };
             if o.side {
-                *side_by_status.entry(status.to_string()).or_insert(0u64) += 1;
                 continue;
             }
             *by_status.entry(status.to_string()).or_insert(0u64) += 1;
@@ -225,30 +235,11 @@ async fn main() -> Result<(), Error> {
         "by_status": by_status, "errors": errors, "missing_retry_after": missing_retry_after,
         "late_starts": late, "accepted_latency": percentiles(&mut latency),
         "accepted_service_latency": percentiles(&mut service),
-        "timeline": timeline(&accepted), "start_unix_ms": start_unix_ms,
+        "start_unix_ms": start_unix_ms,
         "answered_per_second": answered_per_second(&accepted),
-        "side_by_status": side_target.map(|_| side_by_status),
     });
     println!("{summary}");
     Ok(())
-}
-
-/// A body of `batch` fresh events (an object when 1, else an array), each with its own
-/// eventId and correlationId, and those ids.
-fn fresh_events(batch: usize, severity: &str, now_ms: i64) -> (Bytes, Vec<uuid::Uuid>) {
-    let ids: Vec<uuid::Uuid> = (0..batch.max(1)).map(|_| uuid::Uuid::new_v4()).collect();
-    let event = |id: &uuid::Uuid| {
-        serde_json::json!({
-            "eventId": id, "correlationId": format!("loadgen-{}", id.simple()),
-            "severity": severity, "message": "scenario event", "source": "loadgen",
-            "timestamp": now_ms,
-        })
-    };
-    let body = match ids.as_slice() {
-        [one] => event(one),
-        many => many.iter().map(event).collect(),
-    };
-    (body.to_string().into(), ids)
 }
 
 fn micros(d: Duration) -> u32 {
@@ -258,22 +249,6 @@ fn micros(d: Duration) -> u32 {
 fn now_ms() -> i64 {
     let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
     since.map_or(0, |d| d.as_millis() as i64)
-}
-
-/// Accepted answers per second of scheduled time, with their p99 and max latency: shows
-/// whether a tail comes from one moment (a burst at the start) or from all of it.
-fn timeline(accepted: &[(u32, u32, u32)]) -> serde_json::Value {
-    let mut seconds: BTreeMap<u32, Vec<u32>> = BTreeMap::new();
-    for &(at_ms, us, _) in accepted {
-        seconds.entry(at_ms / 1000).or_default().push(us);
-    }
-    let per_second = seconds.into_iter().map(|(second, mut v)| {
-        let p = percentiles(&mut v);
-        serde_json::json!({
-            "second": second, "accepted": v.len(), "p99_ms": p["p99_ms"], "max_ms": p["max_ms"],
-        })
-    });
-    per_second.collect()
 }
 
 /// 2xx answers per second of *answer* time (P7: what a client sees while a broker fails over).
@@ -291,16 +266,21 @@ fn answered_per_second(accepted: &[(u32, u32, u32)]) -> Vec<u32> {
 
 /// One request within 30 s: the status and whether a 429's `Retry-After` holds whole seconds
 /// ≥ 1. A failure drops the connection, so the next request opens a fresh one.
-async fn send(conn: &mut Option<Conn>, target: &Target, body: Bytes) -> Option<(u16, bool)> {
+async fn send(
+    conn: &mut Option<Conn>,
+    target: &hyper::Uri,
+    content_type: &str,
+    body: Bytes,
+) -> Option<(u16, bool)> {
     let once = async {
         if !conn.as_ref().is_some_and(|c| !c.is_closed()) {
-            *conn = connect(&target.authority).await;
+            *conn = connect(target).await;
         }
         let sender = conn.as_mut()?;
         sender.ready().await.ok()?;
-        let request = hyper::Request::post(target.path.as_str())
-            .header(hyper::header::HOST, target.authority.as_str())
-            .header(hyper::header::CONTENT_TYPE, target.content_type)
+        let request = hyper::Request::post(target.path())
+            .header(hyper::header::HOST, target.authority()?.as_str())
+            .header(hyper::header::CONTENT_TYPE, content_type)
             .body(Full::new(body))
             .ok()?;
         let response = sender.send_request(request).await.ok()?;
@@ -320,8 +300,8 @@ async fn send(conn: &mut Option<Conn>, target: &Target, body: Bytes) -> Option<(
     answer
 }
 
-async fn connect(authority: &Authority) -> Option<Conn> {
-    let stream = tokio::net::TcpStream::connect(authority.as_str())
+async fn connect(target: &hyper::Uri) -> Option<Conn> {
+    let stream = tokio::net::TcpStream::connect(target.authority()?.as_str())
         .await
         .ok()?;
     stream.set_nodelay(true).ok()?;
@@ -333,16 +313,42 @@ async fn connect(authority: &Authority) -> Option<Conn> {
 
 #[cfg(test)]
 mod tests {
+    use clap::Parser;
+
+    fn events(argv: &str, k: usize) -> (Vec<serde_json::Value>, Vec<uuid::Uuid>) {
+        let args = super::Args::parse_from(format!("loadgen --url x {argv}").split_whitespace());
+        let (body, ids) = args.body(k, 1_763_800_000_000);
+        let lines = body.split(|&b| b == b'\n');
+        (
+            lines.map(|l| serde_json::from_slice(l).unwrap()).collect(),
+            ids,
+        )
+    }
+
     #[test]
-    fn fresh_events_are_an_object_or_an_array_with_their_ids() {
-        let (one, ids) = super::fresh_events(1, "ERROR", 1_763_800_000_000);
-        let ev: serde_json::Value = serde_json::from_slice(&one).unwrap();
-        assert_eq!(ev["eventId"], ids[0].to_string());
-        assert_eq!(ev["severity"], "ERROR");
-        let (many, ids) = super::fresh_events(3, "INFO", 1_763_800_000_000);
-        let evs: Vec<serde_json::Value> = serde_json::from_slice(&many).unwrap();
-        let got: Vec<_> = evs.iter().map(|e| e["eventId"].as_str().unwrap()).collect();
-        assert_eq!(got, ids.iter().map(|i| i.to_string()).collect::<Vec<_>>());
+    fn bodies_are_ndjson_batches_with_every_nth_an_error_and_fresh_ids() {
+        let (evs, ids) = events("--batch 3 --error-every 2 --ids f", 1);
+        let field = |k: &str| {
+            evs.iter()
+                .map(|e| e[k].as_str().unwrap().to_owned())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(field("severity"), ["error", "info", "error"]);
+        assert_eq!(
+            field("eventId"),
+            ids.iter().map(|i| i.to_string()).collect::<Vec<_>>()
+        );
+        assert_eq!(field("correlationId"), ["bench-3", "bench-4", "bench-5"]);
         assert_ne!(ids[0], ids[1]);
+    }
+
+    #[test]
+    fn single_events_share_one_key_unless_fresh() {
+        assert_eq!(events("", 5).0[0]["correlationId"], "bench-7");
+        assert_eq!(
+            events("--error-every 10", 9).0[0]["correlationId"],
+            "bench-8"
+        );
+        assert_eq!(events("--fresh", 5).0[0]["correlationId"], "bench-5");
     }
 }
