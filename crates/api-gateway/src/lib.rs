@@ -109,7 +109,6 @@ pub fn router(state: Arc<AppState>) -> Router {
 /// The public API: ingest, the health document, the OpenAPI document.
 pub fn api_router(state: Arc<AppState>) -> Router {
     let rate_limit = rate_limit::RateLimitLayer::new(state.backpressure.clone());
-    // The key is checked before any permit is taken: an unknown caller costs no budget.
     let ingest = Router::new()
         .route(
             "/api/logs",
@@ -118,24 +117,26 @@ pub fn api_router(state: Arc<AppState>) -> Router {
         .route(
             "/api/logs/batch",
             post(ingest::ingest_batch).layer(rate_limit),
-        )
-        .route_layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            auth::require_key,
-        ));
+        );
     // Reads need a key too when API_KEYS_FILE is set (any key: the logs are the operators').
-    let read = Router::new()
-        .route("/api/logs", get(read::read_logs))
-        .route_layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            auth::require_key,
-        ));
-    let otlp = Router::new()
-        .route("/v1/logs", post(otlp::export_logs))
-        .route_layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            auth::require_key_otlp,
-        ));
+    let read = Router::new().route("/api/logs", get(read::read_logs));
+    let otlp = Router::new().route("/v1/logs", post(otlp::export_logs));
+    // The key is checked before any permit is taken: an unknown caller costs no budget.
+    // Without API_KEYS_FILE keys stay off for the process's life: no layer at all (each
+    // costs every request a boxed future).
+    let (ingest, read, otlp) = if state.api_keys.is_some() {
+        let keyed = || axum::middleware::from_fn_with_state(state.clone(), auth::require_key);
+        (
+            ingest.route_layer(keyed()),
+            read.route_layer(keyed()),
+            otlp.route_layer(axum::middleware::from_fn_with_state(
+                state.clone(),
+                auth::require_key_otlp,
+            )),
+        )
+    } else {
+        (ingest, read, otlp)
+    };
     Router::new()
         .merge(ingest)
         .merge(read)

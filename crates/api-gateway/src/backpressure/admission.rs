@@ -237,8 +237,9 @@ mod tests {
 
     #[tokio::test]
     async fn screen_refuses_from_the_severity_alone_and_only_when_it_can() {
-        let b = backpressure(100.0); // general 90/s, reserved 10/s
-        // A general permit at normal load: the body is not even looked at.
+        // 100/s: general 90/s, reserved 10/s. A general permit at normal load: the body is
+        // not even looked at.
+        let b = backpressure(100.0);
         let permit = b.admit_first().await.unwrap();
         b.screen(permit, || panic!("sniffed without need")).unwrap();
         b.charge_rest(permit, &events(&[Severity::Info; 90]), 0)
