@@ -141,11 +141,8 @@ start_consumer() { # name topic group → STARTED (pid), ready on CONS_PORT
     KAFKA_GROUP_ID="$3" DATABASE_URL="$DBURL"
 }
 start_bare_axum() { # name → STARTED (pid), BARE=its URL
-  local port d=$((SECONDS + 20))
-  port=$(free_port) BARE=http://127.0.0.1:$port/api/logs
-  ADDR=127.0.0.1:$port "$BIN/bare-axum" >"$RUN/$1.log" 2>&1 &
-  STARTED=$!; PIDS+=("$STARTED")
-  until tcp_answers 127.0.0.1 "$port"; do [ $SECONDS -lt $d ] || die "$1 not answering"; sleep 0.2; done
+  local port; port=$(free_port) BARE=http://127.0.0.1:$port/api/logs
+  start_service "$1" bare-axum "$port" ADDR="127.0.0.1:$port"
 }
 sample_rss() { # pid seconds file → SAMPLER (pid): "epoch<TAB>VmRSS kB" lines until pid exits
   ( while kill -0 "$1" 2>/dev/null; do
@@ -169,12 +166,10 @@ timed_wait() {
   until "$@"; do [ $SECONDS -lt $deadline ] || return 1; sleep "$interval"; done
   fsub "$(now)" "$t0"; echo
 }
+rows() { "${PSQL[@]}" -c "SELECT count(*) FROM log_events"; }
+rows_at_least() { [ "$(rows)" -ge "$1" ]; }
 wait_rows() { # N what: until log_events holds N rows
-  local deadline=$((SECONDS + DRAIN_S)) n=0
-  while [ "$n" -lt "$1" ]; do
-    [ $SECONDS -lt $deadline ] || die "$2: only $n/$1 rows stored in time"
-    sleep 0.1; n=$("${PSQL[@]}" -c "SELECT count(*) FROM log_events")
-  done
+  timed_wait "$DRAIN_S" 0.1 rows_at_least "$1" >/dev/null || die "$2: only $(rows)/$1 rows stored in time"
 }
 # side MEASURE SIDE NAME=PID... -- COMMAND...: one repetition's run, its CPU use and its record.
 side() {
@@ -278,8 +273,7 @@ lag_below() { local l; l=$(lag_now); [ "$l" -ge 0 ] && [ "$l" -lt "$1" ]; }
 # catch_up: the consumer has caught up (lag < 1000), and the limited gateways saw it (5 s interval).
 catch_up() { timed_wait 120 0.25 lag_below 1000 >/dev/null || die "consumer did not catch up"; sleep "$P5_SETTLE"; }
 p5_load() { # port rate concurrency seconds [loadgen args]
-  local port=$1 rate=$2 conc=$3 secs=$4; shift 4
-  loadgen --url "http://127.0.0.1:$port/api/logs" --error-every 10 --rate "$rate" --concurrency "$conc" --duration "$secs" "$@"
+  loadgen --url "http://127.0.0.1:$1/api/logs" --error-every 10 --rate "$2" --concurrency "$3" --duration "$4" "${@:5}"
 }
 # p5_rep NAME PORT PID CAP REP [bound]: one repetition for one limited gateway: 50 % of CAP;
 # with "bound" 3x with 2 requests in 3 answered by bare axum (the machine's share of an

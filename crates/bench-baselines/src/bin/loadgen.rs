@@ -90,7 +90,6 @@ impl Args {
     }
 }
 
-/// A loopback URL with a host:port.
 fn target(url: &str) -> Result<Arc<hyper::Uri>, Error> {
     let uri: hyper::Uri = url.parse()?;
     let host = uri
@@ -104,14 +103,13 @@ fn target(url: &str) -> Result<Arc<hyper::Uri>, Error> {
     Ok(Arc::new(uri))
 }
 
-/// One scheduled request: `None` status when it failed (timeout, connection).
+/// One scheduled request: `answer` is `None` when it failed (timeout, connection).
 struct Outcome {
     scheduled_ms: u32,
     latency_us: u32,
     service_us: u32,
-    status: Option<u16>,
+    answer: Option<(u16, bool)>,
     side: bool,
-    retry_after_ok: bool,
     late: bool,
     ids: Vec<uuid::Uuid>,
 }
@@ -119,15 +117,10 @@ struct Outcome {
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     let args = Arc::new(Args::parse());
-    let content_type = if args.batch > 1 {
-        "application/x-ndjson"
-    } else {
-        "application/json"
-    };
-    let reused = if args.batch == 1 {
-        args.error_every.max(1)
-    } else {
-        1
+    // Not fresh: bodies built once, as many as the error pattern needs.
+    let (content_type, reused) = match args.batch {
+        1 => ("application/json", args.error_every.max(1)),
+        _ => ("application/x-ndjson", 1),
     };
     let bodies: Arc<Vec<Bytes>> = Arc::new((0..reused).map(|k| args.body(k, now_ms()).0).collect());
     let main_target = target(&args.url)?;
@@ -180,9 +173,8 @@ async fn main() -> Result<(), Error> {
                     scheduled_ms: micros(scheduled - start) / 1000,
                     latency_us: micros(scheduled.elapsed()),
                     service_us: micros(sent_at.elapsed()),
-                    status: answer.map(|(s, _)| s),
+                    answer,
                     side,
-                    retry_after_ok: answer.is_some_and(|(_, ok)| ok),
                     late,
                     ids,
                 });
@@ -195,7 +187,7 @@ async fn main() -> Result<(), Error> {
     for w in workers {
         for o in w.await? {
             late += u64::from(o.late);
-            let Some(status) = o.status else {
+            let Some((status, retry_after_ok)) = o.answer else {
                 errors += 1;
                 continue;
             };
@@ -203,7 +195,7 @@ async fn main() -> Result<(), Error> {
                 continue;
             }
             *by_status.entry(status.to_string()).or_insert(0u64) += 1;
-            missing_retry_after += u64::from(status == 429 && !o.retry_after_ok);
+            missing_retry_after += u64::from(status == 429 && !retry_after_ok);
             if (200..300).contains(&status) {
                 accepted.push((o.scheduled_ms, o.latency_us, o.service_us));
                 accepted_ids.extend(o.ids);
@@ -215,12 +207,10 @@ async fn main() -> Result<(), Error> {
     let seconds = start.elapsed().as_secs_f64().max(args.duration);
     if let Some(path) = &args.ids {
         let mut f = std::fs::OpenOptions::new()
-            .create(true)
             .append(true)
+            .create(true)
             .open(path)?;
-        for id in &accepted_ids {
-            writeln!(f, "{id}")?;
-        }
+        accepted_ids.iter().try_for_each(|id| writeln!(f, "{id}"))?;
     }
     let n = accepted.len() as u64;
     let events = n * args.batch as u64;
