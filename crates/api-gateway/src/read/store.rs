@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use serde::Serialize;
-use serde_json::Value;
+use serde_json::value::RawValue;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
 use sqlx::{PgPool, Postgres, QueryBuilder, Row};
 use uuid::Uuid;
@@ -53,7 +53,9 @@ pub struct StoredEvent {
     pub source: String,
     /// event_time, epoch milliseconds.
     pub timestamp: i64,
-    pub attributes: Option<Value>,
+    /// As stored, passed through unparsed: jsonb keeps numbers no f64 holds (`1e400`, which
+    /// a client may send in attributes), and decoding one would fail the whole page.
+    pub attributes: Option<Box<RawValue>>,
     #[serde(skip)]
     time_us: i64,
 }
@@ -119,7 +121,7 @@ impl ReadStore {
 /// already in order); several are `= ANY`.
 fn select(q: &ReadQuery) -> QueryBuilder<'static, Postgres> {
     let mut b = QueryBuilder::new(
-        "SELECT event_id, correlation_id, severity, message, source, attributes, \
+        "SELECT event_id, correlation_id, severity, message, source, attributes::text AS attributes, \
          (extract(epoch FROM event_time) * 1000000)::int8 AS time_us \
          FROM log_events WHERE true",
     );
@@ -176,7 +178,11 @@ fn event(row: &PgRow) -> Result<StoredEvent, sqlx::Error> {
         message: row.try_get("message")?,
         source: row.try_get("source")?,
         timestamp: time_us.div_euclid(1000),
-        attributes: row.try_get("attributes")?,
+        attributes: row
+            .try_get::<Option<String>, _>("attributes")?
+            .map(RawValue::from_string)
+            .transpose()
+            .map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
         time_us,
     })
 }

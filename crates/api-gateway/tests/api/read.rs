@@ -297,6 +297,46 @@ async fn a_read_that_asks_for_too_much_or_nonsense_gets_a_400() {
     gw.stop().await;
 }
 
+/// jsonb keeps numbers no f64 holds (a client may send `1e400` in attributes): such a row is
+/// read back as stored, and the rows beside it with it (schemathesis found the 503 this was).
+#[tokio::test]
+async fn attributes_no_f64_holds_are_read_back_as_stored() {
+    let (url, pool) = database().await;
+    let now = now_ms();
+    for (id, attributes) in [
+        (Uuid::now_v7(), r#"{"big": 1e400, "tiny": -1e-400, "n": 1}"#),
+        (Uuid::now_v7(), r#"{"n": 2}"#),
+    ] {
+        sqlx::query(
+            "INSERT INTO log_events (event_id, correlation_id, severity, message, source, \
+                 event_time, received_at, attributes, kafka_partition, kafka_offset) \
+             VALUES ($1, 'huge-numbers', 'INFO', 'm', 's', \
+                 timestamptz 'epoch' + $2 * interval '1 millisecond', now(), $3::jsonb, 0, 0)",
+        )
+        .bind(id)
+        .bind(now - MIN)
+        .bind(attributes)
+        .execute(&pool)
+        .await
+        .unwrap();
+    }
+    let gw = reader_gateway(&url, &[]).await;
+    let resp = gw
+        .client
+        .get(gw.url("/api/logs?correlationId=huge-numbers"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    let body = resp.text().await.unwrap();
+    assert_eq!(body.matches("\"eventId\"").count(), 2, "{body}");
+    // PostgreSQL's jsonb text: `"key": value`, the number in full.
+    let big = format!("\"big\": 1{}", "0".repeat(400));
+    assert!(body.contains(&big), "{body}");
+    assert!(body.contains("\"n\": 2"), "{body}");
+    gw.stop().await;
+}
+
 /// Latencies in milliseconds: (median, 90th percentile).
 fn summary(mut ms: Vec<f64>) -> (f64, f64) {
     ms.sort_by(f64::total_cmp);
