@@ -47,7 +47,7 @@ pub async fn ingest_one(
     )
     .await?;
     // Under overload most single events are refused here, from their severity alone and
-    // before the full parse: a refusal is then nearly as cheap as the layer's.
+    // before the full parse (41 instead of 49 µs of CPU per refusal, bench/optimisations.md).
     if let Some(Extension(permit)) = permit {
         state
             .backpressure
